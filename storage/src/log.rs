@@ -559,10 +559,14 @@ impl Log {
         });
         let new_end = result?;
         self.log_end.store(new_end, Ordering::Release);
+        // Cutting a whole batch can go below a log start inside that batch.
+        let new_start = log_start.min(new_end);
+        self.log_start.store(new_start, Ordering::Release);
         self.durability.clamp(new_end);
         self.update_checkpoint(|cp| {
             cp.recovery_point = cp.recovery_point.min(new_end);
             cp.cleaner_point = cp.cleaner_point.min(new_end);
+            cp.log_start = new_start;
         })?;
         Ok(new_end)
     }

@@ -1,0 +1,13 @@
+//! Integration tests of the storage engine on real files in temporary directories.
+
+mod common;
+
+mod compaction;
+mod crash;
+mod durability;
+mod faults;
+mod log_basics;
+mod manager;
+mod model;
+mod recovery;
+mod retention;
