@@ -506,13 +506,9 @@ impl BatchBuilder {
     pub fn build(&self) -> std::io::Result<Vec<u8>> {
         let first_timestamp = self.records.first().map_or(-1, |r| r.timestamp);
         let base_timestamp = self.delete_horizon.unwrap_or(first_timestamp);
-        let max_timestamp = self.max_timestamp.unwrap_or_else(|| {
-            self.records
-                .iter()
-                .map(|r| r.timestamp)
-                .max()
-                .unwrap_or(-1)
-        });
+        let max_timestamp = self
+            .max_timestamp
+            .unwrap_or_else(|| self.records.iter().map(|r| r.timestamp).max().unwrap_or(-1));
         let last_offset_delta = self.last_offset_delta.unwrap_or_else(|| {
             self.records
                 .iter()
@@ -711,7 +707,7 @@ mod tests {
     fn iterator_stops_at_a_partial_batch() {
         let a = sample(Compression::None);
         let b = sample(Compression::Lz4);
-        let mut buf = a.clone();
+        let mut buf = a;
         buf.extend_from_slice(&b[..b.len() - 3]);
         let items: Vec<_> = BatchIter::new(&buf).map(|(pos, _, _)| pos).collect();
         assert_eq!(items, vec![0]);

@@ -317,8 +317,10 @@ fn rewrite_batch(
     for r in kept {
         builder.push_with_delta(r);
     }
-    let bytes = builder.build().map_err(|e| batch::BatchError::Decompression {
-        reason: e.to_string(),
-    })?;
+    let bytes = builder
+        .build()
+        .map_err(|e| batch::BatchError::Decompression {
+            reason: e.to_string(),
+        })?;
     Ok(Some(Rewrite::Replace(bytes)))
 }

@@ -185,7 +185,9 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for codec in Compression::ALL {
             let packed = compress(codec, &data).unwrap();
             let unpacked = decompress(codec, &packed, data.len()).unwrap();
@@ -219,7 +221,10 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let garbage = [0x82u8, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0x7f];
+        let garbage = [
+            0x82u8, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff,
+            0xff, 0x7f,
+        ];
         for codec in [
             Compression::Gzip,
             Compression::Snappy,

@@ -9,6 +9,7 @@
 //! A failed sync is sticky: the kernel may already have dropped the pages it could not write,
 //! so claiming durability later would be a lie. The log refuses writes until reopened.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 #[derive(Debug)]
@@ -24,6 +25,8 @@ struct State {
 pub(crate) struct Durability {
     state: Mutex<State>,
     cv: Condvar,
+    /// Mirror of `State::durable_end` so the append path can read it without the lock.
+    durable_end: AtomicI64,
 }
 
 /// What a waiter must do.
@@ -44,11 +47,12 @@ impl Durability {
                 syncs: 0,
             }),
             cv: Condvar::new(),
+            durable_end: AtomicI64::new(durable_end),
         }
     }
 
     pub fn durable_end(&self) -> i64 {
-        self.state.lock().expect("durability lock").durable_end
+        self.durable_end.load(Ordering::Acquire)
     }
 
     pub fn syncs(&self) -> u64 {
@@ -79,7 +83,10 @@ impl Durability {
         st.syncing = false;
         st.syncs += 1;
         match synced_end {
-            Some(end) => st.durable_end = st.durable_end.max(end),
+            Some(end) => {
+                st.durable_end = st.durable_end.max(end);
+                self.durable_end.store(st.durable_end, Ordering::Release);
+            }
             None => st.failed = true,
         }
         drop(st);
@@ -90,6 +97,7 @@ impl Durability {
     pub fn mark_durable(&self, end: i64) {
         let mut st = self.state.lock().expect("durability lock");
         st.durable_end = st.durable_end.max(end);
+        self.durable_end.store(st.durable_end, Ordering::Release);
         drop(st);
         self.cv.notify_all();
     }
@@ -98,6 +106,7 @@ impl Durability {
     pub fn clamp(&self, end: i64) {
         let mut st = self.state.lock().expect("durability lock");
         st.durable_end = st.durable_end.min(end);
+        self.durable_end.store(st.durable_end, Ordering::Release);
     }
 
     pub fn fail(&self) {

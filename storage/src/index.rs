@@ -99,7 +99,8 @@ impl IndexFile {
     fn resize(&mut self, capacity_bytes: u64) -> Result<()> {
         let capacity = (capacity_bytes as usize / self.entry_size).max(self.entries);
         if let Some(m) = &self.mmap {
-            m.flush().map_err(|e| LogError::io(IoOp::Sync, &self.path, e))?;
+            m.flush()
+                .map_err(|e| LogError::io(IoOp::Sync, &self.path, e))?;
         }
         self.mmap = None;
         self.file
@@ -123,7 +124,10 @@ impl IndexFile {
             return false;
         }
         let at = self.entries * self.entry_size;
-        let m = self.mmap.as_mut().expect("an index with capacity is mapped");
+        let m = self
+            .mmap
+            .as_mut()
+            .expect("an index with capacity is mapped");
         m[at..at + self.entry_size].copy_from_slice(entry);
         self.entries += 1;
         true
@@ -131,7 +135,8 @@ impl IndexFile {
 
     fn flush(&self) -> Result<()> {
         if let Some(m) = &self.mmap {
-            m.flush().map_err(|e| LogError::io(IoOp::Sync, &self.path, e))?;
+            m.flush()
+                .map_err(|e| LogError::io(IoOp::Sync, &self.path, e))?;
         }
         Ok(())
     }
@@ -223,10 +228,7 @@ impl OffsetIndex {
 
     fn entry(&self, i: usize) -> (i64, u64) {
         let e = self.file.entry(i);
-        (
-            self.base_offset + u32_at(e, 0) as i64,
-            u32_at(e, 4) as u64,
-        )
+        (self.base_offset + u32_at(e, 0) as i64, u32_at(e, 4) as u64)
     }
 
     pub fn flush(&self) -> Result<()> {
@@ -344,10 +346,14 @@ mod tests {
         idx.trim().unwrap();
         drop(idx);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
-        let idx = OffsetIndex::open_checked(&path, 100, 20_000).unwrap().unwrap();
+        let idx = OffsetIndex::open_checked(&path, 100, 20_000)
+            .unwrap()
+            .unwrap();
         assert_eq!(idx.lookup(125), (120, 8192));
         // An entry pointing past the end of the log marks the index as damaged.
-        assert!(OffsetIndex::open_checked(&path, 100, 10_000).unwrap().is_none());
+        assert!(OffsetIndex::open_checked(&path, 100, 10_000)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -357,7 +363,9 @@ mod tests {
         std::fs::write(&path, [0u8; 13]).unwrap();
         assert!(OffsetIndex::open_checked(&path, 0, 100).unwrap().is_none());
         let missing = dir.path().join("1.index");
-        assert!(OffsetIndex::open_checked(&missing, 0, 100).unwrap().is_none());
+        assert!(OffsetIndex::open_checked(&missing, 0, 100)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -63,7 +63,11 @@ impl Io {
 
     /// Writes all of `buf` at `pos`.
     pub fn write_all_at(&self, file: &File, path: &Path, buf: &[u8], pos: u64) -> Result<()> {
-        if let Some(fault) = self.faults.as_ref().and_then(|f| f.on_write(path, buf.len())) {
+        if let Some(fault) = self
+            .faults
+            .as_ref()
+            .and_then(|f| f.on_write(path, buf.len()))
+        {
             let err = match fault {
                 WriteFault::Fail(e) => e,
                 WriteFault::Short(n, e) => {

@@ -12,7 +12,7 @@
 //!   reading the unlinked file.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::batch::{self, BatchHeader, Strictness, TimestampType};
@@ -99,6 +99,17 @@ impl LogRead {
     }
 }
 
+/// State only the appender touches, behind the writer lock.
+#[derive(Debug)]
+struct Writer {
+    /// The config appends use; `set_config` replaces it under this lock.
+    config: Arc<LogConfig>,
+    /// The active segment (also last in `segments`), kept here so appends skip that lock.
+    active: Arc<Segment>,
+    /// Reused per append to avoid an allocation on the hot path.
+    metas: Vec<BatchMeta>,
+}
+
 #[derive(Debug)]
 struct CheckpointState {
     current: Checkpoint,
@@ -114,7 +125,9 @@ pub struct Log {
     io: Io,
     clock: Arc<dyn Clock>,
     config: RwLock<Arc<LogConfig>>,
-    writer: Mutex<()>,
+    /// `max.message.bytes`, readable without a lock for validation before the writer lock.
+    max_message_bytes: AtomicUsize,
+    writer: Mutex<Writer>,
     maintenance: Mutex<()>,
     segments: RwLock<Vec<Arc<Segment>>>,
     log_end: AtomicI64,
@@ -126,6 +139,9 @@ pub struct Log {
     poisoned: AtomicBool,
     closed: AtomicBool,
     last_flush_ms: AtomicI64,
+    /// Appends between validation and publishing their offsets; a group-commit leader lets
+    /// them land before it syncs, so one fsync covers them too.
+    appends_in_flight: AtomicUsize,
     report: RecoveryReport,
 }
 
@@ -168,12 +184,18 @@ impl Log {
             .write(&options.io, &dir)?;
         }
         report.clean = clean;
+        let config = Arc::new(options.config.clone());
         let log = Log {
             dir,
             io: options.io,
             clock: options.clock,
-            config: RwLock::new(Arc::new(options.config)),
-            writer: Mutex::new(()),
+            max_message_bytes: AtomicUsize::new(options.config.max_message_bytes),
+            config: RwLock::new(config.clone()),
+            writer: Mutex::new(Writer {
+                config,
+                active: active.clone(),
+                metas: Vec::new(),
+            }),
             maintenance: Mutex::new(()),
             segments: RwLock::new(segments),
             log_end: AtomicI64::new(log_end),
@@ -191,6 +213,7 @@ impl Log {
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             last_flush_ms: AtomicI64::new(opened_at),
+            appends_in_flight: AtomicUsize::new(0),
             report,
         };
         Ok(log)
@@ -210,7 +233,12 @@ impl Log {
     }
 
     pub fn set_config(&self, config: LogConfig) {
-        *self.config.write().expect("config lock") = Arc::new(config);
+        let config = Arc::new(config);
+        let mut w = self.writer.lock().expect("writer lock");
+        self.max_message_bytes
+            .store(config.max_message_bytes, Ordering::Release);
+        w.config = config.clone();
+        *self.config.write().expect("config lock") = config;
     }
 
     /// The leader epoch stamped on appended batches.
@@ -310,11 +338,25 @@ impl Log {
     /// from the log end. Nothing is written when any batch is invalid. Returns once the flush
     /// policy is satisfied: with `flush.messages=1` that means on disk.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        let config = self.config();
-        let headers = validate_all(batches, config.max_message_bytes)?;
+        self.appends_in_flight.fetch_add(1, Ordering::AcqRel);
+        let result = self.append_inner(batches);
+        self.appends_in_flight.fetch_sub(1, Ordering::AcqRel);
+        let (info, flush_messages) = result?;
+        if info.last_offset + 1 - self.durability.durable_end() >= flush_messages {
+            self.wait_durable(info.last_offset + 1)?;
+        }
+        Ok(info)
+    }
+
+    /// Appends and returns the `flush.messages` in force.
+    fn append_inner(&self, batches: &mut [u8]) -> Result<(AppendInfo, i64)> {
+        let max_message_bytes = self.max_message_bytes.load(Ordering::Acquire);
+        let batch_count = validate_all(batches, max_message_bytes)?;
         let total_len = batches.len() as u64;
 
-        let writer = self.writer.lock().expect("writer lock");
+        let mut guard = self.writer.lock().expect("writer lock");
+        let w = &mut *guard;
+        let config = w.config.clone();
         self.check_writable()?;
         self.ensure_unclean_marker()?;
         let now = self.clock.now_ms();
@@ -322,20 +364,25 @@ impl Log {
         let log_append = config.timestamp_type == TimestampType::LogAppendTime;
         let first_offset = self.log_end.load(Ordering::Acquire);
         let mut next = first_offset;
-        let mut metas = Vec::with_capacity(headers.len());
         let mut records = 0i64;
         let mut pos = 0usize;
-        for header in &headers {
+        w.metas.clear();
+        while pos < batches.len() {
+            let header = BatchHeader::parse(&batches[pos..]).expect("validated above");
             let bytes = &mut batches[pos..pos + header.total_len()];
             batch::set_base_offset(bytes, next);
             batch::set_partition_leader_epoch(bytes, epoch);
             if log_append {
                 batch::set_log_append_time(bytes, now);
             }
-            metas.push(BatchMeta {
+            w.metas.push(BatchMeta {
                 base_offset: next,
                 last_offset: next + header.last_offset_delta as i64,
-                max_timestamp: if log_append { now } else { header.max_timestamp },
+                max_timestamp: if log_append {
+                    now
+                } else {
+                    header.max_timestamp
+                },
                 len: header.total_len() as u64,
             });
             records += header.records_count as i64;
@@ -343,28 +390,26 @@ impl Log {
             pos += header.total_len();
         }
 
-        let mut active = self.active();
-        let too_old = !active.is_empty() && now - active.first_append_ms() >= config.segment_ms;
-        if too_old || active.must_roll_for(total_len, next - 1, config.segment_bytes) {
-            self.guard(|| self.roll_locked(&config, first_offset))?;
-            active = self.active();
+        let too_old = !w.active.is_empty() && now - w.active.first_append_ms() >= config.segment_ms;
+        if too_old
+            || w.active
+                .must_roll_for(total_len, next - 1, config.segment_bytes)
+        {
+            self.guard(|| self.roll_locked(w, &config, first_offset))?;
         }
-        self.guard(|| active.append(&self.io, batches, &metas, now))?;
+        self.guard(|| w.active.append(&self.io, batches, &w.metas, now))?;
         self.log_end.store(next, Ordering::Release);
-        drop(writer);
+        drop(guard);
 
         let info = AppendInfo {
             first_offset,
             last_offset: next - 1,
             log_append_time: log_append.then_some(now),
             log_start_offset: self.log_start_offset(),
-            batches: headers.len(),
+            batches: batch_count,
             records,
         };
-        if next - self.durability.durable_end() >= config.flush_messages {
-            self.wait_durable(next)?;
-        }
-        Ok(info)
+        Ok((info, config.flush_messages))
     }
 
     /// Blocks until every offset below `end` is on disk, sharing the fsync with every other
@@ -379,15 +424,24 @@ impl Log {
                     })
                 }
                 Turn::Lead => {
+                    // Give appends already under way a moment to land, so this fsync covers
+                    // them too instead of leaving them for the next one.
+                    for _ in 0..64 {
+                        if self.appends_in_flight.load(Ordering::Acquire) == 0 {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
                     // Note the end and the file together: a roll in between syncs the old
                     // segment itself, so syncing the active one covers the rest.
                     let (target, active) = {
-                        let _w = self.writer.lock().expect("writer lock");
-                        (self.log_end.load(Ordering::Acquire), self.active())
+                        let w = self.writer.lock().expect("writer lock");
+                        (self.log_end.load(Ordering::Acquire), w.active.clone())
                     };
                     match active.sync(&self.io) {
                         Ok(()) => {
-                            self.last_flush_ms.store(self.clock.now_ms(), Ordering::Release);
+                            self.last_flush_ms
+                                .store(self.clock.now_ms(), Ordering::Release);
                             self.durability.finish_sync(Some(target));
                         }
                         Err(e) => {
@@ -430,15 +484,15 @@ impl Log {
             .clone()
     }
 
-    /// Seals the active segment and starts a new one at `new_base`. Caller holds the writer.
-    fn roll_locked(&self, config: &LogConfig, new_base: i64) -> Result<()> {
-        let old = self.active();
-        old.seal(&self.io)?;
-        let seg = Segment::create(&self.dir, new_base, sizing(config))?;
+    /// Seals the active segment and starts a new one at `new_base`.
+    fn roll_locked(&self, w: &mut Writer, config: &LogConfig, new_base: i64) -> Result<()> {
+        w.active.seal(&self.io)?;
+        let seg = Arc::new(Segment::create(&self.dir, new_base, sizing(config))?);
         self.segments
             .write()
             .expect("segments lock")
-            .push(Arc::new(seg));
+            .push(seg.clone());
+        w.active = seg;
         self.durability.mark_durable(new_base);
         self.update_checkpoint(|cp| cp.recovery_point = cp.recovery_point.max(new_base))?;
         tracing::debug!(dir = %self.dir.display(), new_base, "rolled segment");
@@ -448,14 +502,14 @@ impl Log {
     /// Starts a new segment now if the active one has data (retention of an expired active
     /// segment, tests).
     pub fn roll(&self) -> Result<()> {
-        let _w = self.writer.lock().expect("writer lock");
+        let mut w = self.writer.lock().expect("writer lock");
         self.check_writable()?;
-        if self.active().is_empty() {
+        if w.active.is_empty() {
             return Ok(());
         }
         self.ensure_unclean_marker()?;
         let config = self.config();
-        self.guard(|| self.roll_locked(&config, self.log_end_offset()))
+        self.guard(|| self.roll_locked(&mut w, &config, self.log_end_offset()))
     }
 
     /// Reads whole batches starting with the one that contains `offset`.
@@ -511,11 +565,13 @@ impl Log {
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>> {
         let log_start = self.log_start_offset();
         let segs = self.segments_from(log_start);
-        let Some(best) = segs
-            .iter()
-            .filter(|s| !s.is_empty())
-            .reduce(|a, b| if b.max_timestamp() > a.max_timestamp() { b } else { a })
-        else {
+        let Some(best) = segs.iter().filter(|s| !s.is_empty()).reduce(|a, b| {
+            if b.max_timestamp() > a.max_timestamp() {
+                b
+            } else {
+                a
+            }
+        }) else {
             return Ok(None);
         };
         let ts = best.max_timestamp();
@@ -528,7 +584,7 @@ impl Log {
     /// whole, so the new log end may be below `offset`; it is returned.
     pub fn truncate_to(&self, offset: i64) -> Result<i64> {
         let _m = self.maintenance_lock();
-        let _w = self.writer.lock().expect("writer lock");
+        let mut w = self.writer.lock().expect("writer lock");
         self.check_writable()?;
         let log_start = self.log_start_offset();
         let log_end = self.log_end_offset();
@@ -546,15 +602,14 @@ impl Log {
         let config = self.config();
         let result = self.guard(|| {
             let mut segs = self.segments.write().expect("segments lock");
-            let keep = segs
-                .partition_point(|s| s.base_offset() <= offset)
-                .max(1);
+            let keep = segs.partition_point(|s| s.base_offset() <= offset).max(1);
             for seg in segs.drain(keep..) {
                 seg.delete_files()?;
             }
             let last = segs.last().expect("kept one");
             last.truncate_to(offset, &self.io, sizing(&config))?;
             last.unseal(sizing(&config))?;
+            w.active = last.clone();
             Ok(last.next_offset())
         });
         let new_end = result?;
@@ -691,7 +746,7 @@ impl Log {
     /// Further appends fail with [`LogError::ShutDown`].
     pub fn close(&self) -> Result<()> {
         let _m = self.maintenance_lock();
-        let _w = self.writer.lock().expect("writer lock");
+        let w = self.writer.lock().expect("writer lock");
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -699,8 +754,7 @@ impl Log {
             // Leave the checkpoint unclean: recovery must look at the tail.
             return Ok(());
         }
-        let active = self.active();
-        active.seal(&self.io)?;
+        w.active.seal(&self.io)?;
         for seg in self.segments() {
             seg.flush_indexes()?;
         }
@@ -733,14 +787,16 @@ pub(crate) fn sizing(config: &LogConfig) -> IndexSizing {
     }
 }
 
-/// Validates every batch of an append; returns their headers.
-fn validate_all(batches: &[u8], max_message_bytes: usize) -> Result<Vec<BatchHeader>> {
-    let mut headers = Vec::new();
+/// Validates every batch of an append; returns how many there are.
+fn validate_all(batches: &[u8], max_message_bytes: usize) -> Result<usize> {
+    let mut count = 0;
     let mut pos = 0;
     while pos < batches.len() {
         let rest = &batches[pos..];
-        let header = BatchHeader::parse(rest)
-            .map_err(|source| LogError::InvalidBatch { position: pos, source })?;
+        let header = BatchHeader::parse(rest).map_err(|source| LogError::InvalidBatch {
+            position: pos,
+            source,
+        })?;
         let len = header.total_len();
         if len > rest.len() {
             return Err(LogError::InvalidBatch {
@@ -757,16 +813,20 @@ fn validate_all(batches: &[u8], max_message_bytes: usize) -> Result<Vec<BatchHea
                 max: max_message_bytes,
             });
         }
-        let header = batch::validate(&rest[..len], Strictness::Append)
-            .map_err(|source| LogError::InvalidBatch { position: pos, source })?;
-        headers.push(header);
+        batch::validate(&rest[..len], Strictness::Append).map_err(|source| {
+            LogError::InvalidBatch {
+                position: pos,
+                source,
+            }
+        })?;
+        count += 1;
         pos += len;
     }
-    if headers.is_empty() {
+    if count == 0 {
         return Err(LogError::InvalidBatch {
             position: 0,
             source: batch::BatchError::Empty,
         });
     }
-    Ok(headers)
+    Ok(count)
 }

@@ -145,11 +145,16 @@ impl LogManager {
     /// Opens every partition of every stored topic. A partition that fails to open (say, a
     /// corrupt segment in the middle) is logged and kept offline; the rest work.
     pub fn open(options: ManagerOptions) -> Result<LogManager> {
-        let dir = options.data_dir.clone();
+        let ManagerOptions {
+            data_dir: dir,
+            defaults,
+            io,
+            clock,
+            background,
+        } = options;
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(IoOp::Create, &dir, e))?;
-        let meta = MetadataStore::load(&dir, options.io.clone())?;
+        let meta = MetadataStore::load(&dir, io.clone())?;
         set_aside_unknown_dirs(&dir, &meta)?;
-        let defaults = options.defaults.clone();
         let mut logs = HashMap::new();
         for topic in meta.topics() {
             let config = LogConfig::from_layers(&defaults, &topic.configs)?;
@@ -157,8 +162,8 @@ impl LogManager {
                 let tp = TopicPartition::new(&topic.name, p);
                 let log_options = LogOptions {
                     config: config.clone(),
-                    io: options.io.clone(),
-                    clock: options.clock.clone(),
+                    io: io.clone(),
+                    clock: clock.clone(),
                 };
                 logs.insert(tp.clone(), open_slot(&dir, &tp, log_options));
             }
@@ -166,8 +171,8 @@ impl LogManager {
         let inner = Arc::new(Inner {
             data_dir: dir,
             defaults: RwLock::new(defaults),
-            io: options.io.clone(),
-            clock: options.clock.clone(),
+            io,
+            clock,
             state: RwLock::new(State { meta, logs }),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -176,7 +181,7 @@ impl LogManager {
             inner,
             threads: Mutex::new(Vec::new()),
         };
-        if let Some(intervals) = options.background {
+        if let Some(intervals) = background {
             manager.start_background(intervals);
         }
         Ok(manager)
@@ -356,10 +361,7 @@ impl LogManager {
             .ok_or_else(|| LogError::UnknownTopic {
                 name: name.to_string(),
             })?;
-        let updated = TopicMeta {
-            configs,
-            ..topic
-        };
+        let updated = TopicMeta { configs, ..topic };
         st.meta.update(|t| {
             t.insert(name.to_string(), updated.clone());
         })?;
@@ -399,7 +401,8 @@ impl LogManager {
     pub fn run_maintenance(&self) -> MaintenanceOutcome {
         let mut outcome = MaintenanceOutcome::default();
         for (tp, log) in self.online_logs() {
-            outcome.flushed += usize::from(report(&tp, "flush", log.flush_if_due()).unwrap_or(false));
+            outcome.flushed +=
+                usize::from(report(&tp, "flush", log.flush_if_due()).unwrap_or(false));
             if let Some(r) = report(&tp, "retention", log.apply_retention()) {
                 outcome.segments_deleted += r.segments_deleted;
             }

@@ -107,7 +107,9 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Err(invalid("only ASCII letters, digits, '.', '_' and '-' are allowed"));
+        return Err(invalid(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }

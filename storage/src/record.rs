@@ -128,8 +128,11 @@ pub fn encode_headers(headers: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     out
 }
 
+/// A header as decoded: its key and its value (`None` for a null value).
+pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// Decodes a header block produced by [`encode_headers`] (or by any Kafka client).
-pub fn decode_headers(mut raw: &[u8]) -> Result<Vec<(&[u8], Option<&[u8]>)>, RecordError> {
+pub fn decode_headers(mut raw: &[u8]) -> Result<Vec<HeaderRef<'_>>, RecordError> {
     let (count, rest) = read_varint(raw)?;
     raw = rest;
     let mut out = Vec::with_capacity(count.clamp(0, 64) as usize);
@@ -210,7 +213,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_the_edges() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, i32::MAX as i64, i32::MIN as i64] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            i32::MAX as i64,
+            i32::MIN as i64,
+        ] {
             let mut buf = Vec::new();
             write_varlong(&mut buf, v);
             assert_eq!(read_varint(&buf).unwrap().0, v, "{v}");
@@ -241,7 +254,10 @@ mod tests {
         assert_eq!(r.key, Some(&b"key"[..]));
         assert_eq!(r.value, None);
         let h = decode_headers(r.headers_raw).unwrap();
-        assert_eq!(h, vec![(&b"trace"[..], Some(&b"abc"[..])), (&b"empty"[..], None)]);
+        assert_eq!(
+            h,
+            vec![(&b"trace"[..], Some(&b"abc"[..])), (&b"empty"[..], None)]
+        );
     }
 
     #[test]

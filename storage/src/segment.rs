@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::batch::{self, BatchError, BatchHeader, Strictness, TimestampType, HEADER_LEN};
@@ -81,7 +81,10 @@ impl Indexes {
 pub(crate) enum ScanEnd {
     Complete,
     /// Bytes from `position` on are not a valid batch.
-    Bad { position: u64, error: BatchError },
+    Bad {
+        position: u64,
+        error: BatchError,
+    },
 }
 
 #[derive(Debug)]
@@ -97,6 +100,8 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     /// Clock time of the first append, for `segment.ms`; `i64::MAX` while empty.
     first_append_ms: AtomicI64,
+    /// An index has no room left (cached so the append path need not lock the indexes).
+    index_full: AtomicBool,
     indexes: RwLock<Indexes>,
 }
 
@@ -133,6 +138,7 @@ impl Segment {
             next_offset: AtomicI64::new(base_offset),
             max_timestamp: AtomicI64::new(-1),
             first_append_ms: AtomicI64::new(i64::MAX),
+            index_full: AtomicBool::new(false),
             indexes: RwLock::new(indexes),
         })
     }
@@ -192,6 +198,7 @@ impl Segment {
             next_offset: AtomicI64::new(next_offset),
             max_timestamp: AtomicI64::new(max_timestamp),
             first_append_ms: AtomicI64::new(first_append_ms),
+            index_full: AtomicBool::new(false),
             indexes: RwLock::new(Indexes {
                 offset,
                 time,
@@ -267,6 +274,7 @@ impl Segment {
                 next_offset: AtomicI64::new(next_offset),
                 max_timestamp: AtomicI64::new(max_timestamp),
                 first_append_ms: AtomicI64::new(first_append_ms),
+                index_full: AtomicBool::new(false),
                 indexes: RwLock::new(indexes),
             },
             end,
@@ -307,11 +315,9 @@ impl Segment {
         if self.is_empty() {
             return false;
         }
-        let idx = self.indexes.read().expect("index lock");
         self.size() + len > segment_bytes
             || last_offset - self.base_offset > i32::MAX as i64
-            || idx.offset.is_full()
-            || idx.time.is_full()
+            || self.index_full.load(Ordering::Acquire)
     }
 
     /// Writes already-validated batches at the end of the file and indexes them. On a failed
@@ -335,6 +341,10 @@ impl Segment {
             max_ts = max_ts.max(meta.max_timestamp);
             p += meta.len;
         }
+        self.index_full.store(
+            idx.offset.is_full() || idx.time.is_full(),
+            Ordering::Release,
+        );
         drop(idx);
         if pos == 0 {
             self.first_append_ms.store(now_ms, Ordering::Release);
@@ -361,6 +371,7 @@ impl Segment {
             idx.time.trim()?;
             idx.offset.flush()?;
             idx.time.flush()?;
+            self.index_full.store(true, Ordering::Release);
         }
         io.sync_data(&self.file, &self.log_path)
     }
@@ -370,6 +381,10 @@ impl Segment {
         let mut idx = self.indexes.write().expect("index lock");
         idx.offset.grow(sizing.capacity_bytes)?;
         idx.time.grow(sizing.capacity_bytes)?;
+        self.index_full.store(
+            idx.offset.is_full() || idx.time.is_full(),
+            Ordering::Release,
+        );
         Ok(())
     }
 
@@ -380,16 +395,28 @@ impl Segment {
     /// The first batch whose last offset is `>= offset`, with its position.
     pub fn find(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
         let end = self.size();
-        let (_, start) = self.indexes.read().expect("index lock").offset.lookup(offset);
+        let (_, start) = self
+            .indexes
+            .read()
+            .expect("index lock")
+            .offset
+            .lookup(offset);
         let mut found = None;
-        walk(&self.file, &self.log_path, start, end, false, |pos, header, _| {
-            if header.last_offset() >= offset {
-                found = Some((pos, *header));
-                Ok(ControlFlow::Break(()))
-            } else {
-                Ok(ControlFlow::Continue(()))
-            }
-        })?;
+        walk(
+            &self.file,
+            &self.log_path,
+            start,
+            end,
+            false,
+            |pos, header, _| {
+                if header.last_offset() >= offset {
+                    found = Some((pos, *header));
+                    Ok(ControlFlow::Break(()))
+                } else {
+                    Ok(ControlFlow::Continue(()))
+                }
+            },
+        )?;
         Ok(found)
     }
 
@@ -420,8 +447,7 @@ impl Segment {
             let mut head = [0u8; HEADER_LEN];
             let n = read_at_most(&self.file, &self.log_path, &mut head, position)?;
             if let Ok(header) = BatchHeader::parse(&head[..n]) {
-                if header.base_offset < offset_limit
-                    && position + header.total_len() as u64 <= end
+                if header.base_offset < offset_limit && position + header.total_len() as u64 <= end
                 {
                     buf = vec![0u8; header.total_len()];
                     let n = read_at_most(&self.file, &self.log_path, &mut buf, position)?;
@@ -446,22 +472,29 @@ impl Segment {
         };
         let mut found = None;
         let mut failure = None;
-        walk(&self.file, &self.log_path, start, self.size(), true, |pos, header, bytes| {
-            if header.max_timestamp < timestamp || header.last_offset() < min_offset {
-                return Ok(ControlFlow::Continue(()));
-            }
-            match first_record_at_or_after(header, bytes, timestamp, min_offset) {
-                Ok(Some(offset)) => {
-                    found = Some(offset);
-                    Ok(ControlFlow::Break(()))
+        walk(
+            &self.file,
+            &self.log_path,
+            start,
+            self.size(),
+            true,
+            |pos, header, bytes| {
+                if header.max_timestamp < timestamp || header.last_offset() < min_offset {
+                    return Ok(ControlFlow::Continue(()));
                 }
-                Ok(None) => Ok(ControlFlow::Continue(())),
-                Err(e) => {
-                    failure = Some((pos, e));
-                    Ok(ControlFlow::Break(()))
+                match first_record_at_or_after(header, bytes, timestamp, min_offset) {
+                    Ok(Some(offset)) => {
+                        found = Some(offset);
+                        Ok(ControlFlow::Break(()))
+                    }
+                    Ok(None) => Ok(ControlFlow::Continue(())),
+                    Err(e) => {
+                        failure = Some((pos, e));
+                        Ok(ControlFlow::Break(()))
+                    }
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some((position, reason)) = failure {
             return Err(LogError::CorruptSegment {
                 path: self.log_path.clone(),
@@ -508,13 +541,20 @@ impl Segment {
         idx.bytes_since_entry = 0;
         let mut next = self.base_offset;
         let mut max_ts = -1;
-        walk(&self.file, &self.log_path, 0, cut, false, |pos, header, _| {
-            let meta = BatchMeta::of(header);
-            idx.note_batch(&meta, pos, max_ts);
-            max_ts = max_ts.max(meta.max_timestamp);
-            next = meta.last_offset + 1;
-            Ok(ControlFlow::Continue(()))
-        })?;
+        walk(
+            &self.file,
+            &self.log_path,
+            0,
+            cut,
+            false,
+            |pos, header, _| {
+                let meta = BatchMeta::of(header);
+                idx.note_batch(&meta, pos, max_ts);
+                max_ts = max_ts.max(meta.max_timestamp);
+                next = meta.last_offset + 1;
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
         drop(idx);
         self.size.store(cut, Ordering::Release);
         self.next_offset.store(next, Ordering::Release);

@@ -11,7 +11,11 @@ use chorus_storage::{Clock, Log, LogConfig, LogOptions, ReadLimits};
 pub fn batch(n: usize, value: &[u8], timestamp: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new();
     for i in 0..n {
-        b = b.record(Some(format!("k{i}").as_bytes()), Some(value), timestamp + i as i64);
+        b = b.record(
+            Some(format!("k{i}").as_bytes()),
+            Some(value),
+            timestamp + i as i64,
+        );
     }
     b.build().unwrap()
 }

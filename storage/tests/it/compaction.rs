@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use chorus_storage::codec::Compression;
 use chorus_storage::batch::BatchBuilder;
+use chorus_storage::codec::Compression;
 use chorus_storage::ManualClock;
 
 use crate::common::*;
@@ -24,7 +24,9 @@ fn value_of(recs: &[Rec], key: &str) -> Vec<(i64, Option<String>)> {
         .map(|r| {
             (
                 r.offset,
-                r.value.as_ref().map(|v| String::from_utf8(v.clone()).unwrap()),
+                r.value
+                    .as_ref()
+                    .map(|v| String::from_utf8(v.clone()).unwrap()),
             )
         })
         .collect()
@@ -39,7 +41,10 @@ fn compaction_keeps_the_latest_value_per_key_at_its_original_offset() {
     for i in 0..300i64 {
         let key = format!("key-{}", i % 10);
         let value = format!("value-{i}-{}", "x".repeat(40));
-        let off = log.append(&mut keyed(&key, Some(&value), i)).unwrap().first_offset;
+        let off = log
+            .append(&mut keyed(&key, Some(&value), i))
+            .unwrap()
+            .first_offset;
         latest.insert(key, (off, value));
     }
     let before = read_all(&log, 0);
@@ -67,7 +72,11 @@ fn compaction_keeps_the_latest_value_per_key_at_its_original_offset() {
             .into_iter()
             .filter(|(o, _)| *o < active_base)
             .collect();
-        assert!(old.len() <= 1, "{key} has {} values below the active segment", old.len());
+        assert!(
+            old.len() <= 1,
+            "{key} has {} values below the active segment",
+            old.len()
+        );
     }
     assert_eq!(log.log_end_offset(), 300);
 }
@@ -80,15 +89,26 @@ fn tombstones_survive_delete_retention_then_disappear() {
     let log = open_with_clock(dir.path(), &cfg, clock.clone());
     log.append(&mut keyed("gone", Some("v1"), 1)).unwrap();
     log.append(&mut keyed("kept", Some("v1"), 1)).unwrap();
-    let tomb = log.append(&mut keyed("gone", None, 2)).unwrap().first_offset;
+    let tomb = log
+        .append(&mut keyed("gone", None, 2))
+        .unwrap()
+        .first_offset;
     // Push the tombstone out of the active segment.
     for i in 0..20 {
-        log.append(&mut keyed(&format!("filler-{i}"), Some(&"f".repeat(100)), 3))
-            .unwrap();
+        log.append(&mut keyed(
+            &format!("filler-{i}"),
+            Some(&"f".repeat(100)),
+            3,
+        ))
+        .unwrap();
     }
     log.compact().unwrap();
     let recs = read_all(&log, 0);
-    assert_eq!(value_of(&recs, "gone"), vec![(tomb, None)], "tombstone kept for now");
+    assert_eq!(
+        value_of(&recs, "gone"),
+        vec![(tomb, None)],
+        "tombstone kept for now"
+    );
     assert_eq!(value_of(&recs, "kept").len(), 1);
 
     // Within delete.retention.ms another pass keeps it; after, it goes.
@@ -103,7 +123,7 @@ fn tombstones_survive_delete_retention_then_disappear() {
 
     // Reopen (clean and unclean) keeps the compacted state.
     drop(log);
-    let log = open_with_clock(dir.path(), &cfg, clock.clone());
+    let log = open_with_clock(dir.path(), &cfg, clock);
     assert!(value_of(&read_all(&log, 0), "gone").is_empty());
     assert_eq!(value_of(&read_all(&log, 0), "kept").len(), 1);
 }
@@ -133,7 +153,13 @@ fn compressed_batches_are_compacted_and_stay_compressed() {
     let recs = read_all(&log, 0);
     for k in 0..8 {
         let vals = value_of(&recs, &format!("key-{k}"));
-        assert!(vals.last().unwrap().1.as_ref().unwrap().starts_with("round-5"));
+        assert!(vals
+            .last()
+            .unwrap()
+            .1
+            .as_ref()
+            .unwrap()
+            .starts_with("round-5"));
     }
 }
 
@@ -156,8 +182,12 @@ fn compaction_runs_while_appends_continue() {
             let mut n = 0i64;
             while !stop.load(Ordering::Relaxed) || n < 2_000 {
                 let key = format!("key-{}", n % 50);
-                log.append(&mut keyed(&key, Some(&format!("{n}-{}", "p".repeat(60))), n))
-                    .unwrap();
+                log.append(&mut keyed(
+                    &key,
+                    Some(&format!("{n}-{}", "p".repeat(60))),
+                    n,
+                ))
+                .unwrap();
                 n += 1;
             }
             n
@@ -189,7 +219,8 @@ fn compaction_of_a_delete_only_topic_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), &config(&[("segment.bytes", "1024")]));
     for i in 0..30 {
-        log.append(&mut keyed("same", Some(&"v".repeat(100)), i)).unwrap();
+        log.append(&mut keyed("same", Some(&"v".repeat(100)), i))
+            .unwrap();
     }
     assert!(!log.compaction_due());
     assert_eq!(log.compact().unwrap().segments_cleaned, 0);

@@ -10,7 +10,10 @@ use rand::{Rng, SeedableRng};
 use chorus_storage::{LogConfig, ReadLimits};
 
 #[path = "../../src/bin/crash_writer.rs"]
-#[expect(dead_code, reason = "only `value` is used here; `main` belongs to the child")]
+#[expect(
+    dead_code,
+    reason = "only `value` is used here; `main` belongs to the child"
+)]
 mod writer;
 
 struct Ack {
@@ -21,11 +24,15 @@ struct Ack {
 
 fn check(log: &chorus_storage::Log, acks: &[Ack]) {
     for ack in acks {
-        let read = log.read(ack.offset, ReadLimits::bytes(1)).unwrap_or_else(|e| {
-            panic!("acknowledged offset {} unreadable: {e}", ack.offset)
-        });
+        let read = log
+            .read(ack.offset, ReadLimits::bytes(1))
+            .unwrap_or_else(|e| panic!("acknowledged offset {} unreadable: {e}", ack.offset));
         let (_, header, bytes) = read.batches().next().unwrap_or_else(|| {
-            panic!("acknowledged offset {} missing (log end {})", ack.offset, log.log_end_offset())
+            panic!(
+                "acknowledged offset {} missing (log end {})",
+                ack.offset,
+                log.log_end_offset()
+            )
         });
         assert_eq!(header.base_offset, ack.offset);
         chorus_storage::batch::validate(bytes, chorus_storage::batch::Strictness::Stored)
@@ -37,7 +44,11 @@ fn check(log: &chorus_storage::Log, acks: &[Ack]) {
         .unwrap();
         let (key, value) = seen.expect("one record");
         assert_eq!(key.unwrap(), format!("{}-{}", ack.seed, ack.n).into_bytes());
-        assert!(value.unwrap() == writer::value(ack.seed, ack.n), "value of offset {}", ack.offset);
+        assert!(
+            value.unwrap() == writer::value(ack.seed, ack.n),
+            "value of offset {}",
+            ack.offset
+        );
     }
 }
 

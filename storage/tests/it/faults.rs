@@ -67,7 +67,11 @@ fn a_full_disk_fails_the_append_and_leaves_the_log_usable() {
 
     *faults.write.lock().unwrap() = Some(WriteMode::NoSpace);
     match log.append(&mut batch(1, b"lost", 1)) {
-        Err(LogError::Io { op: IoOp::Write, source, .. }) => {
+        Err(LogError::Io {
+            op: IoOp::Write,
+            source,
+            ..
+        }) => {
             assert_eq!(source.raw_os_error(), Some(28))
         }
         other => panic!("expected a write error, got {other:?}"),
@@ -75,7 +79,10 @@ fn a_full_disk_fails_the_append_and_leaves_the_log_usable() {
     assert_eq!(log.size_bytes(), size);
     assert_eq!(log.log_end_offset(), 2);
     assert!(!log.is_poisoned());
-    assert_eq!(log.append(&mut batch(1, b"after", 1)).unwrap().first_offset, 2);
+    assert_eq!(
+        log.append(&mut batch(1, b"after", 1)).unwrap().first_offset,
+        2
+    );
     assert_eq!(offsets(&log, 0), vec![0, 1, 2]);
 }
 
@@ -88,14 +95,20 @@ fn a_short_write_is_cut_back_so_no_partial_batch_remains() {
     *faults.write.lock().unwrap() = Some(WriteMode::Short(30));
     assert!(matches!(
         log.append(&mut batch(1, b"two", 1)),
-        Err(LogError::Io { op: IoOp::Write, .. })
+        Err(LogError::Io {
+            op: IoOp::Write,
+            ..
+        })
     ));
     log.append(&mut batch(1, b"three", 1)).unwrap();
     drop(log);
     // A reopen validates the tail: nothing torn is found, because nothing torn was left.
     let log = open(dir.path(), &config(&[]));
     assert!(log.recovery_report().truncated.is_empty());
-    let values: Vec<_> = read_all(&log, 0).into_iter().map(|r| r.value.unwrap()).collect();
+    let values: Vec<_> = read_all(&log, 0)
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
     assert_eq!(values, vec![b"one".to_vec(), b"three".to_vec()]);
 }
 
@@ -115,14 +128,20 @@ fn a_failed_fsync_poisons_the_log_until_it_is_reopened() {
         log.append(&mut batch(1, b"refused", 1)),
         Err(LogError::Poisoned { .. })
     ));
-    assert!(matches!(log.wait_durable(2), Err(LogError::Poisoned { .. })));
+    assert!(matches!(
+        log.wait_durable(2),
+        Err(LogError::Poisoned { .. })
+    ));
     // Reads still work.
     assert_eq!(read_all(&log, 0)[0].value.as_deref(), Some(&b"durable"[..]));
     log.close().unwrap();
     drop(log);
 
     let log = open(dir.path(), &config(&[("flush.messages", "1")]));
-    assert!(!log.recovery_report().clean, "a poisoned log is not closed cleanly");
+    assert!(
+        !log.recovery_report().clean,
+        "a poisoned log is not closed cleanly"
+    );
     assert!(log.log_end_offset() >= 1);
     assert_eq!(read_all(&log, 0)[0].value.as_deref(), Some(&b"durable"[..]));
     log.append(&mut batch(1, b"again", 1)).unwrap();

@@ -27,7 +27,11 @@ fn appended_batches_read_back_byte_for_byte_with_assigned_offsets() {
     assert_eq!(batches.len(), 1);
     let (_, header, bytes) = batches[0];
     assert_eq!(header.base_offset, 3);
-    assert_eq!(&bytes[17..], &original_b[17..], "bytes after the epoch are untouched");
+    assert_eq!(
+        &bytes[17..],
+        &original_b[17..],
+        "bytes after the epoch are untouched"
+    );
     chorus_storage::batch::validate(bytes, chorus_storage::batch::Strictness::Stored).unwrap();
 
     let recs = read_all(&log, 0);
@@ -44,7 +48,10 @@ fn several_batches_in_one_append_get_consecutive_offsets() {
     let mut buf = batch(2, b"x", 1);
     buf.extend(batch(3, b"y", 2));
     let info = log.append(&mut buf).unwrap();
-    assert_eq!((info.first_offset, info.last_offset, info.batches), (0, 4, 2));
+    assert_eq!(
+        (info.first_offset, info.last_offset, info.batches),
+        (0, 4, 2)
+    );
     assert_eq!(offsets(&log, 0), vec![0, 1, 2, 3, 4]);
 }
 
@@ -73,7 +80,7 @@ fn an_invalid_batch_anywhere_in_an_append_writes_nothing() {
         Err(LogError::InvalidBatch { .. })
     ));
     assert!(matches!(
-        log.append(&mut vec![0xff; 100]),
+        log.append(&mut [0xff; 100]),
         Err(LogError::InvalidBatch { .. })
     ));
     assert!(matches!(
@@ -105,7 +112,11 @@ fn reads_outside_the_log_are_out_of_range_and_the_end_is_empty() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), &config(&[]));
     log.append(&mut batch(4, b"v", 1)).unwrap();
-    assert!(log.read(4, ReadLimits::bytes(100)).unwrap().bytes.is_empty());
+    assert!(log
+        .read(4, ReadLimits::bytes(100))
+        .unwrap()
+        .bytes
+        .is_empty());
     assert!(matches!(
         log.read(5, ReadLimits::bytes(100)),
         Err(LogError::OffsetOutOfRange {
@@ -153,7 +164,11 @@ fn byte_limits_return_whole_batches_and_min_one_makes_progress() {
             },
         )
         .unwrap();
-    assert_eq!(capped.batches().count(), 4, "nothing at or after max_offset");
+    assert_eq!(
+        capped.batches().count(),
+        4,
+        "nothing at or after max_offset"
+    );
 }
 
 #[test]
@@ -162,8 +177,12 @@ fn segments_roll_by_size_and_lookups_work_across_them() {
     let cfg = config(&[("segment.bytes", "4096"), ("index.interval.bytes", "256")]);
     let log = open(dir.path(), &cfg);
     for i in 0..200 {
-        log.append(&mut batch(2, format!("value-{i:04}").repeat(10).as_bytes(), i))
-            .unwrap();
+        log.append(&mut batch(
+            2,
+            format!("value-{i:04}").repeat(10).as_bytes(),
+            i,
+        ))
+        .unwrap();
     }
     assert!(log.segment_count() > 10, "{} segments", log.segment_count());
     let bases = log.segment_base_offsets();
@@ -196,7 +215,10 @@ fn segments_roll_by_size_and_lookups_work_across_them() {
     let log = open(dir.path(), &cfg);
     assert!(!log.recovery_report().clean);
     assert_eq!(offsets(&log, 0), (0..401).collect::<Vec<_>>());
-    assert_eq!(log.append(&mut batch(1, b"more", 1)).unwrap().first_offset, 401);
+    assert_eq!(
+        log.append(&mut batch(1, b"more", 1)).unwrap().first_offset,
+        401
+    );
 }
 
 #[test]
@@ -229,7 +251,11 @@ fn offsets_by_timestamp_find_the_first_record_at_or_after() {
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
     assert_eq!(log.offset_for_timestamp(1_000).unwrap(), Some(0));
     assert_eq!(log.offset_for_timestamp(1_001).unwrap(), Some(1));
-    assert_eq!(log.offset_for_timestamp(1_495).unwrap(), Some(51), "offset 50 is older");
+    assert_eq!(
+        log.offset_for_timestamp(1_495).unwrap(),
+        Some(51),
+        "offset 50 is older"
+    );
     assert_eq!(log.offset_for_timestamp(1_990).unwrap(), Some(99));
     assert_eq!(log.offset_for_timestamp(1_991).unwrap(), None);
     assert_eq!(log.max_timestamp().unwrap(), Some((1_990, 99)));
@@ -269,7 +295,10 @@ fn truncation_removes_whole_batches_from_the_end() {
     assert_eq!(log.log_end_offset(), 39);
     assert!(log.segment_count() < segments_before);
     assert_eq!(offsets(&log, 0), (0..39).collect::<Vec<_>>());
-    assert_eq!(log.append(&mut batch(1, b"new", 1)).unwrap().first_offset, 39);
+    assert_eq!(
+        log.append(&mut batch(1, b"new", 1)).unwrap().first_offset,
+        39
+    );
     drop(log);
     let log = open(dir.path(), &cfg);
     assert_eq!(log.log_end_offset(), 40);
@@ -287,7 +316,10 @@ fn delete_records_moves_the_log_start_durably() {
     let segments_before = log.segment_count();
     assert_eq!(log.delete_records_before(25).unwrap(), 25);
     assert_eq!(log.log_start_offset(), 25);
-    assert!(log.segment_count() < segments_before, "whole segments below go");
+    assert!(
+        log.segment_count() < segments_before,
+        "whole segments below go"
+    );
     assert!(matches!(
         log.read(24, ReadLimits::bytes(100)),
         Err(LogError::OffsetOutOfRange { log_start: 25, .. })
@@ -297,7 +329,11 @@ fn delete_records_moves_the_log_start_durably() {
         log.delete_records_before(61),
         Err(LogError::OffsetOutOfRange { .. })
     ));
-    assert_eq!(log.delete_records_before(10).unwrap(), 25, "never moves back");
+    assert_eq!(
+        log.delete_records_before(10).unwrap(),
+        25,
+        "never moves back"
+    );
     drop(log);
     let log = open(dir.path(), &cfg);
     assert_eq!(log.log_start_offset(), 25);

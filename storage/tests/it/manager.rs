@@ -81,8 +81,14 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
         m.create_partitions("t", 1),
         Err(LogError::InvalidPartitionCount { current: 1, .. })
     ));
-    assert!(matches!(m.log("t", 1), Err(LogError::UnknownPartition { .. })));
-    assert!(matches!(m.log("nope", 0), Err(LogError::UnknownTopic { .. })));
+    assert!(matches!(
+        m.log("t", 1),
+        Err(LogError::UnknownPartition { .. })
+    ));
+    assert!(matches!(
+        m.log("nope", 0),
+        Err(LogError::UnknownTopic { .. })
+    ));
     assert!(matches!(
         m.delete_topic("nope"),
         Err(LogError::UnknownTopic { .. })
@@ -100,12 +106,18 @@ fn a_deleted_topic_is_gone_and_its_name_can_be_reused_empty() {
     let dir = tempfile::tempdir().unwrap();
     let m = LogManager::open(options(dir.path())).unwrap();
     m.create_topic("t", 2, BTreeMap::new()).unwrap();
-    m.log("t", 0).unwrap().append(&mut batch(3, b"x", 1)).unwrap();
+    m.log("t", 0)
+        .unwrap()
+        .append(&mut batch(3, b"x", 1))
+        .unwrap();
     let old = m.log("t", 0).unwrap();
     m.delete_topic("t").unwrap();
     assert!(m.topic("t").is_none());
     assert!(!dir.path().join("t-0").exists());
-    assert!(old.append(&mut batch(1, b"late", 1)).is_err(), "old handle refuses writes");
+    assert!(
+        old.append(&mut batch(1, b"late", 1)).is_err(),
+        "old handle refuses writes"
+    );
     m.create_topic("t", 1, BTreeMap::new()).unwrap();
     assert_eq!(m.log("t", 0).unwrap().log_end_offset(), 0);
     drop(m);
@@ -138,7 +150,8 @@ fn a_partition_that_cannot_be_opened_is_offline_and_the_rest_work() {
     let dir = tempfile::tempdir().unwrap();
     {
         let m = LogManager::open(options(dir.path())).unwrap();
-        m.create_topic("t", 2, cfg(&[("segment.bytes", "1024")])).unwrap();
+        m.create_topic("t", 2, cfg(&[("segment.bytes", "1024")]))
+            .unwrap();
         for p in 0..2 {
             let log = m.log("t", p).unwrap();
             for _ in 0..20 {
@@ -176,7 +189,8 @@ fn broker_defaults_apply_unless_a_topic_overrides_them() {
     })
     .unwrap();
     m.create_topic("a", 1, BTreeMap::new()).unwrap();
-    m.create_topic("b", 1, cfg(&[("retention.ms", "9000")])).unwrap();
+    m.create_topic("b", 1, cfg(&[("retention.ms", "9000")]))
+        .unwrap();
     assert_eq!(m.log("a", 0).unwrap().config().retention_ms, 5000);
     assert_eq!(m.log("b", 0).unwrap().config().retention_ms, 9000);
     assert_eq!(m.log("b", 0).unwrap().config().segment_bytes, 2048);
@@ -203,7 +217,10 @@ fn maintenance_applies_retention_and_compaction() {
     )
     .unwrap();
     for i in 0..40 {
-        m.log("sized", 0).unwrap().append(&mut batch(1, &[1u8; 200], i)).unwrap();
+        m.log("sized", 0)
+            .unwrap()
+            .append(&mut batch(1, &[1u8; 200], i))
+            .unwrap();
         m.log("compacted", 0)
             .unwrap()
             .append(&mut keyed("k", Some(&"v".repeat(200)), i))
@@ -233,7 +250,10 @@ fn background_threads_flush_by_time_and_stop_on_shutdown() {
     log.append(&mut batch(1, b"x", 1)).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while log.durable_offset() < 1 {
-        assert!(std::time::Instant::now() < deadline, "flush.ms never synced");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flush.ms never synced"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     m.shutdown().unwrap();

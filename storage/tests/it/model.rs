@@ -58,8 +58,7 @@ impl Model {
 }
 
 fn config() -> LogConfig {
-    LogConfig::with_overrides([("segment.bytes", "2048"), ("index.interval.bytes", "200")])
-        .unwrap()
+    LogConfig::with_overrides([("segment.bytes", "2048"), ("index.interval.bytes", "200")]).unwrap()
 }
 
 fn check_all(log: &Log, model: &Model) {

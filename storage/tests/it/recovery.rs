@@ -53,7 +53,10 @@ fn a_torn_tail_is_truncated_and_reported() {
     assert_eq!(log.log_end_offset(), 18, "the torn batch 18..19 is gone");
     assert_eq!(offsets(&log, 0), (0..18).collect::<Vec<_>>());
     assert_eq!(file_len(&active), tail.position);
-    assert_eq!(log.append(&mut batch(1, b"next", 1)).unwrap().first_offset, 18);
+    assert_eq!(
+        log.append(&mut batch(1, b"next", 1)).unwrap().first_offset,
+        18
+    );
 }
 
 #[test]

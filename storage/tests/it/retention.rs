@@ -28,9 +28,17 @@ fn retention_by_time_deletes_segments_whose_newest_record_expired() {
     let start = log.log_start_offset();
     assert_eq!(outcome.log_start_offset, start);
     // Everything old that sat in a segment of its own is gone; nothing new is.
-    assert!(start <= old_end && start > 0, "start {start}, old end {old_end}");
+    assert!(
+        start <= old_end && start > 0,
+        "start {start}, old end {old_end}"
+    );
     let recs = read_all(&log, start);
-    assert!(recs.iter().filter(|r| r.value.as_deref() == Some(&[2u8; 200][..])).count() == 20);
+    assert!(
+        recs.iter()
+            .filter(|r| r.value.as_deref() == Some(&[2u8; 200][..]))
+            .count()
+            == 20
+    );
     assert!(log.read(0, ReadLimits::bytes(10)).is_err());
 
     // Survives a reopen.
@@ -64,7 +72,10 @@ fn retention_by_size_keeps_the_log_under_the_limit() {
     let oldest_remaining = 2048 + 400;
     assert!(size_after < 6000 + oldest_remaining, "{size_after}");
     assert_eq!(log.log_end_offset(), 100);
-    assert_eq!(offsets(&log, log.log_start_offset()).len() as i64, 100 - log.log_start_offset());
+    assert_eq!(
+        offsets(&log, log.log_start_offset()).len() as i64,
+        100 - log.log_start_offset()
+    );
 }
 
 #[test]
