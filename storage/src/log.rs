@@ -193,7 +193,7 @@ impl Log {
             config: RwLock::new(config.clone()),
             writer: Mutex::new(Writer {
                 config,
-                active: active.clone(),
+                active,
                 metas: Vec::new(),
             }),
             maintenance: Mutex::new(()),
