@@ -12,7 +12,7 @@
 //!   reading the unlinked file.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::batch::{self, BatchHeader, Strictness, TimestampType};
@@ -142,6 +142,11 @@ pub struct Log {
     /// Appends between validation and publishing their offsets; a group-commit leader lets
     /// them land before it syncs, so one fsync covers them too.
     appends_in_flight: AtomicUsize,
+    /// Appends since the last group-commit sync started, and what the last sync saw: how
+    /// many appends it covered and how long it took. They tune the leader's wait.
+    appends_since_sync: AtomicU64,
+    last_sync_appends: AtomicU64,
+    last_sync_nanos: AtomicU64,
     report: RecoveryReport,
 }
 
@@ -214,6 +219,9 @@ impl Log {
             closed: AtomicBool::new(false),
             last_flush_ms: AtomicI64::new(opened_at),
             appends_in_flight: AtomicUsize::new(0),
+            appends_since_sync: AtomicU64::new(0),
+            last_sync_appends: AtomicU64::new(0),
+            last_sync_nanos: AtomicU64::new(0),
             report,
         };
         Ok(log)
@@ -342,6 +350,7 @@ impl Log {
         let result = self.append_inner(batches);
         self.appends_in_flight.fetch_sub(1, Ordering::AcqRel);
         let (info, flush_messages) = result?;
+        self.appends_since_sync.fetch_add(1, Ordering::AcqRel);
         if info.last_offset + 1 - self.durability.durable_end() >= flush_messages {
             self.wait_durable(info.last_offset + 1)?;
         }
@@ -424,21 +433,23 @@ impl Log {
                     })
                 }
                 Turn::Lead => {
-                    // Give appends already under way a moment to land, so this fsync covers
-                    // them too instead of leaving them for the next one.
-                    for _ in 0..64 {
-                        if self.appends_in_flight.load(Ordering::Acquire) == 0 {
-                            break;
-                        }
-                        std::thread::yield_now();
-                    }
+                    self.gather_before_sync();
                     // Note the end and the file together: a roll in between syncs the old
                     // segment itself, so syncing the active one covers the rest.
-                    let (target, active) = {
+                    let (target, active, covered) = {
                         let w = self.writer.lock().expect("writer lock");
-                        (self.log_end.load(Ordering::Acquire), w.active.clone())
+                        (
+                            self.log_end.load(Ordering::Acquire),
+                            w.active.clone(),
+                            self.appends_since_sync.swap(0, Ordering::AcqRel),
+                        )
                     };
-                    match active.sync(&self.io) {
+                    let started = std::time::Instant::now();
+                    let synced = active.sync(&self.io);
+                    self.last_sync_nanos
+                        .store(started.elapsed().as_nanos() as u64, Ordering::Release);
+                    self.last_sync_appends.store(covered, Ordering::Release);
+                    match synced {
                         Ok(()) => {
                             self.last_flush_ms
                                 .store(self.clock.now_ms(), Ordering::Release);
@@ -452,6 +463,27 @@ impl Log {
                     }
                 }
             }
+        }
+    }
+
+    /// Lets appends that are about to happen join the coming fsync (like PostgreSQL's
+    /// `commit_delay`): when the last sync covered several appends, writers are evidently
+    /// arriving together, so wait a fraction of an fsync for the ones just released by it
+    /// to append again. A lone writer never waits.
+    fn gather_before_sync(&self) {
+        let budget = if self.last_sync_appends.load(Ordering::Acquire) > 1 {
+            (self.last_sync_nanos.load(Ordering::Acquire) / 8).min(50_000)
+        } else {
+            0
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let in_flight = self.appends_in_flight.load(Ordering::Acquire);
+            let waited = started.elapsed().as_nanos() as u64;
+            if (in_flight == 0 && waited >= budget) || waited >= budget.max(20_000) {
+                break;
+            }
+            std::thread::yield_now();
         }
     }
 
