@@ -34,7 +34,7 @@ impl ConfigType {
 }
 
 /// One topic-level setting.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDef {
     pub name: &'static str,
     pub kind: ConfigType,
@@ -303,6 +303,10 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
+    /// How far before the broker's clock a `CreateTime` timestamp may be.
+    pub timestamp_before_max_ms: i64,
+    /// How far after the broker's clock a `CreateTime` timestamp may be.
+    pub timestamp_after_max_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
     pub min_compaction_lag_ms: i64,
     pub retention_bytes: i64,
@@ -351,6 +355,8 @@ impl LogConfig {
             max_compaction_lag_ms: long("max.compaction.lag.ms"),
             max_message_bytes: long("max.message.bytes") as usize,
             timestamp_type,
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
             min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
                 .trim()
                 .parse()

@@ -346,21 +346,63 @@ impl Log {
     /// from the log end. Nothing is written when any batch is invalid. Returns once the flush
     /// policy is satisfied: with `flush.messages=1` that means on disk.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        let (info, flush_messages) = self.append_counted(batches)?;
+        self.flush_if_policy_requires(&info, flush_messages)?;
+        Ok(info)
+    }
+
+    /// Appends like [`Log::append`] but returns before applying the flush policy, so a caller
+    /// that must hold its own lock around the append (the broker's producer state) can wait
+    /// for durability after releasing it, with [`Log::apply_flush_policy`].
+    pub fn append_deferred(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        Ok(self.append_counted(batches)?.0)
+    }
+
+    /// True when the flush policy wants an fsync before `info` may be acknowledged.
+    pub fn flush_policy_requires(&self, info: &AppendInfo) -> bool {
+        info.last_offset + 1 - self.durability.durable_end() >= self.config().flush_messages
+    }
+
+    /// Waits for whatever durability the flush policy requires for an earlier
+    /// [`Log::append_deferred`].
+    pub fn apply_flush_policy(&self, info: &AppendInfo) -> Result<()> {
+        self.flush_if_policy_requires(info, self.config().flush_messages)
+    }
+
+    fn append_counted(&self, batches: &mut [u8]) -> Result<(AppendInfo, i64)> {
         self.appends_in_flight.fetch_add(1, Ordering::AcqRel);
         let result = self.append_inner(batches);
         self.appends_in_flight.fetch_sub(1, Ordering::AcqRel);
-        let (info, flush_messages) = result?;
+        let out = result?;
         self.appends_since_sync.fetch_add(1, Ordering::AcqRel);
+        Ok(out)
+    }
+
+    fn flush_if_policy_requires(&self, info: &AppendInfo, flush_messages: i64) -> Result<()> {
         if info.last_offset + 1 - self.durability.durable_end() >= flush_messages {
             self.wait_durable(info.last_offset + 1)?;
         }
-        Ok(info)
+        Ok(())
+    }
+
+    /// Calls `f` with the header of every batch from the one containing `from` to the end, in
+    /// order, reading only headers (for rebuilding state such as idempotent producers').
+    pub fn for_each_batch_header(&self, from: i64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        let from = from.max(self.log_start_offset());
+        for seg in self.segments_from(from) {
+            let start = match seg.find(from)? {
+                Some((pos, _)) => pos,
+                None => continue,
+            };
+            seg.for_each_header(start, |h| f(h))?;
+        }
+        Ok(())
     }
 
     /// Appends and returns the `flush.messages` in force.
     fn append_inner(&self, batches: &mut [u8]) -> Result<(AppendInfo, i64)> {
         let max_message_bytes = self.max_message_bytes.load(Ordering::Acquire);
-        let batch_count = validate_all(batches, max_message_bytes)?;
+        let batch_count = validate_batches(batches, max_message_bytes)?;
         let total_len = batches.len() as u64;
 
         let mut guard = self.writer.lock().expect("writer lock");
@@ -584,10 +626,18 @@ impl Log {
 
     /// The first offset at or after the log start whose record timestamp is `>= timestamp`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>> {
+        Ok(self
+            .record_at_timestamp(timestamp)?
+            .map(|(offset, _)| offset))
+    }
+
+    /// `(offset, timestamp)` of the first record at or after the log start whose timestamp is
+    /// `>= timestamp` (ListOffsets answers with both).
+    pub fn record_at_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let log_start = self.log_start_offset();
         for seg in self.segments_from(log_start) {
-            if let Some(offset) = seg.find_by_timestamp(timestamp, log_start)? {
-                return Ok(Some(offset));
+            if let Some(found) = seg.find_by_timestamp(timestamp, log_start)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)
@@ -609,7 +659,7 @@ impl Log {
         let ts = best.max_timestamp();
         Ok(best
             .find_by_timestamp(ts, log_start)?
-            .map(|offset| (ts, offset)))
+            .map(|(offset, _)| (ts, offset)))
     }
 
     /// Removes every record at or after `offset`. A batch containing `offset` is removed
@@ -819,8 +869,8 @@ pub(crate) fn sizing(config: &LogConfig) -> IndexSizing {
     }
 }
 
-/// Validates every batch of an append; returns how many there are.
-fn validate_all(batches: &[u8], max_message_bytes: usize) -> Result<usize> {
+/// Validates every batch of an append as [`Log::append`] does; returns how many there are.
+pub fn validate_batches(batches: &[u8], max_message_bytes: usize) -> Result<usize> {
     let mut count = 0;
     let mut pos = 0;
     while pos < batches.len() {

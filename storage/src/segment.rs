@@ -459,9 +459,9 @@ impl Segment {
     }
 
     /// The offset of the first record with timestamp `>= timestamp`, if this segment has one.
-    /// The offset of the first record at or after `min_offset` with timestamp `>= timestamp`,
-    /// if this segment has one.
-    pub fn find_by_timestamp(&self, timestamp: i64, min_offset: i64) -> Result<Option<i64>> {
+    /// The `(offset, timestamp)` of the first record at or after `min_offset` with timestamp
+    /// `>= timestamp`, if this segment has one.
+    pub fn find_by_timestamp(&self, timestamp: i64, min_offset: i64) -> Result<Option<(i64, i64)>> {
         if self.max_timestamp() < timestamp || self.next_offset() <= min_offset {
             return Ok(None);
         }
@@ -512,6 +512,22 @@ impl Segment {
         f: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<ScanEnd> {
         walk(&self.file, &self.log_path, from, self.size(), true, f)
+    }
+
+    /// Calls `f` with the header of every batch from `from` to the end of the segment.
+    pub fn for_each_header(&self, from: u64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        walk(
+            &self.file,
+            &self.log_path,
+            from,
+            self.size(),
+            false,
+            |_, header, _| {
+                f(header);
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        Ok(())
     }
 
     /// Removes every batch at or after `offset` (whole batches: a batch containing `offset`
@@ -601,7 +617,7 @@ fn first_record_at_or_after(
     bytes: &[u8],
     timestamp: i64,
     min_offset: i64,
-) -> std::result::Result<Option<i64>, BatchError> {
+) -> std::result::Result<Option<(i64, i64)>, BatchError> {
     let mut found = None;
     let log_append = header.timestamp_type() == TimestampType::LogAppendTime;
     batch::for_each_record(bytes, batch::MAX_DECOMPRESSED_BATCH, |r| {
@@ -612,7 +628,7 @@ fn first_record_at_or_after(
         };
         let offset = header.base_offset + r.offset_delta as i64;
         if found.is_none() && ts >= timestamp && offset >= min_offset {
-            found = Some(offset);
+            found = Some((offset, ts));
         }
     })?;
     Ok(found)

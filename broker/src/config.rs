@@ -1,0 +1,323 @@
+//! Broker configuration: embedded defaults, then a TOML file (`--config`), then environment
+//! variables (`CHORUS_*`), then flags; each later layer wins.
+//!
+//! [`ServeArgs`] is the raw command line (clap reads flags and the environment), [`FileConfig`]
+//! the raw TOML, and [`BrokerConfig`] the validated result the broker runs with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `chorus serve` flags. Every one is optional so the file and the defaults can fill in.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "CHORUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where topics are stored [default: ./data].
+    #[arg(long, env = "CHORUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the Kafka listener binds [default: 127.0.0.1:9092].
+    #[arg(long, env = "CHORUS_LISTEN")]
+    pub listen: Option<String>,
+    /// host:port clients are told to connect to [default: the listen address].
+    #[arg(long, env = "CHORUS_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Address of the HTTP listener (admin, metrics, chat) [default: 127.0.0.1:8080].
+    #[arg(long, env = "CHORUS_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// This broker's node id [default: 1].
+    #[arg(long, env = "CHORUS_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Largest request accepted, in bytes [default: 104857600].
+    #[arg(long, env = "CHORUS_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Most client connections at once [default: 10000].
+    #[arg(long, env = "CHORUS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Close connections idle this long, in milliseconds [default: 600000].
+    #[arg(long, env = "CHORUS_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Create unknown topics when a client asks for them [default: true].
+    #[arg(long, env = "CHORUS_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics and of CreateTopics without a count [default: 1].
+    #[arg(long, env = "CHORUS_NUM_PARTITIONS")]
+    pub num_partitions: Option<u32>,
+    /// A default for a topic config, as NAME=VALUE with Kafka's topic config names
+    /// (e.g. `--topic-default flush.messages=1`). Repeatable.
+    #[arg(long = "topic-default", value_name = "NAME=VALUE")]
+    pub topic_defaults: Vec<String>,
+}
+
+/// The TOML file. Unknown keys are an error, so a typo does not pass silently.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub advertised_listener: Option<String>,
+    pub http_listen: Option<String>,
+    pub node_id: Option<i32>,
+    pub max_request_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout_ms: Option<u64>,
+    pub auto_create_topics: Option<bool>,
+    pub num_partitions: Option<u32>,
+    #[serde(default)]
+    pub topic_defaults: BTreeMap<String, toml::Value>,
+    /// Sections owned by other parts of Chorus (the chat fabric); kept for them.
+    #[serde(default)]
+    pub chat: Option<toml::Value>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub http_listen: SocketAddr,
+    pub node_id: i32,
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub auto_create_topics: bool,
+    pub num_partitions: u32,
+    /// Broker-wide defaults for topic configs (Kafka topic config names).
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid configuration: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{name} = {value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("topic default {0}")]
+    TopicDefault(#[from] chorus_storage::config::ConfigError),
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig::resolve(ServeArgs::default(), FileConfig::default())
+            .expect("the embedded defaults are valid")
+    }
+}
+
+impl BrokerConfig {
+    /// Reads the file named by `--config` (if any) and layers everything.
+    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        BrokerConfig::resolve(args, file)
+    }
+
+    /// Layers flags/environment over the file over the defaults, and validates.
+    pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let listen_text = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError::Invalid {
+            name: "listen",
+            value: listen_text.clone(),
+            reason: "expected HOST:PORT with a numeric IP",
+        })?;
+        let advertised_text = args.advertised_listener.or(file.advertised_listener);
+        let (advertised_host, advertised_port) = match advertised_text {
+            Some(text) => parse_host_port(&text).ok_or(ConfigError::Invalid {
+                name: "advertised_listener",
+                value: text.clone(),
+                reason: "expected HOST:PORT",
+            })?,
+            None => (listen.ip().to_string(), listen.port()),
+        };
+        let http_text = args
+            .http_listen
+            .or(file.http_listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let http_listen = http_text.parse().map_err(|_| ConfigError::Invalid {
+            name: "http_listen",
+            value: http_text.clone(),
+            reason: "expected HOST:PORT with a numeric IP",
+        })?;
+        let max_request_bytes = args
+            .max_request_bytes
+            .or(file.max_request_bytes)
+            .unwrap_or(100 << 20);
+        if max_request_bytes < 1024 || max_request_bytes > i32::MAX as usize {
+            return Err(ConfigError::Invalid {
+                name: "max_request_bytes",
+                value: max_request_bytes.to_string(),
+                reason: "must be between 1 KiB and 2 GiB",
+            });
+        }
+        let num_partitions = args.num_partitions.or(file.num_partitions).unwrap_or(1);
+        if num_partitions == 0 {
+            return Err(ConfigError::Invalid {
+                name: "num_partitions",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        let mut topic_defaults = BTreeMap::new();
+        for (k, v) in file.topic_defaults {
+            let value = match v {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            topic_defaults.insert(k, value);
+        }
+        for pair in args.topic_defaults {
+            let (k, v) = pair.split_once('=').ok_or(ConfigError::Invalid {
+                name: "topic-default",
+                value: pair.clone(),
+                reason: "expected NAME=VALUE",
+            })?;
+            topic_defaults.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        for (k, v) in &topic_defaults {
+            chorus_storage::config::validate_value(k, v)?;
+        }
+        Ok(BrokerConfig {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            listen,
+            advertised_host,
+            advertised_port,
+            http_listen,
+            node_id: args.node_id.or(file.node_id).unwrap_or(1),
+            max_request_bytes,
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(10_000),
+            idle_timeout: Duration::from_millis(
+                args.idle_timeout_ms
+                    .or(file.idle_timeout_ms)
+                    .unwrap_or(600_000),
+            ),
+            auto_create_topics: args
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(true),
+            num_partitions,
+            topic_defaults,
+        })
+    }
+
+    /// A configuration for tests: a data directory, port 0 on loopback.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            listen: "127.0.0.1:0".parse().expect("literal"),
+            advertised_port: 0,
+            ..BrokerConfig::default()
+        }
+    }
+}
+
+fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("127.0.0.1", 9092)
+        );
+        assert_eq!(c.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.max_request_bytes, 100 << 20);
+        assert!(c.auto_create_topics);
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            num_partitions = 3
+            advertised_listener = "kafka.example:19092"
+            [topic_defaults]
+            "retention.ms" = 1000
+            "cleanup.policy" = "compact"
+            "#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:9100".into()),
+            topic_defaults: vec!["retention.ms=2000".into()],
+            ..ServeArgs::default()
+        };
+        let c = BrokerConfig::resolve(args, file).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.advertised_host, "kafka.example");
+        assert_eq!(c.advertised_port, 19092);
+        assert_eq!(c.topic_defaults["retention.ms"], "2000");
+        assert_eq!(c.topic_defaults["cleanup.policy"], "compact");
+    }
+
+    #[test]
+    fn bad_values_are_reported_by_name() {
+        let bad = |args: ServeArgs| BrokerConfig::resolve(args, FileConfig::default()).unwrap_err();
+        assert!(matches!(
+            bad(ServeArgs {
+                listen: Some("nowhere".into()),
+                ..ServeArgs::default()
+            }),
+            ConfigError::Invalid { name: "listen", .. }
+        ));
+        assert!(matches!(
+            bad(ServeArgs {
+                topic_defaults: vec!["retention.ms=soon".into()],
+                ..ServeArgs::default()
+            }),
+            ConfigError::TopicDefault(_)
+        ));
+        assert!(toml::from_str::<FileConfig>("no_such_key = 1").is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! One client connection: size-prefixed frames in, responses out, in order.
+//!
+//! Requests on a connection are handled one at a time, as Kafka does (it mutes a connection
+//! while a request is in flight), so responses go out in request order and produce requests
+//! for a partition are appended in the order the client sent them. Clients pipeline anyway:
+//! the next requests wait in the socket buffer.
+//!
+//! Frames that cannot be understood close the connection (that is the protocol's answer to an
+//! undecodable request): a negative or oversized size prefix (refused before allocating), an
+//! unknown API key, a version outside our range (except ApiVersions, which gets KIP-511's v0
+//! answer), a body that does not decode. Each is logged once, at the close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::handler::{self, RequestContext};
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("size prefix {size} is negative or below the smallest request header")]
+    BadSize { size: i32 },
+    #[error("request of {size} bytes exceeds the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api:?} version {version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("cannot decode {api:?} v{version}: {source}")]
+    Decode {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
+    #[error("cannot encode the {api:?} v{version} response: {source}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
+    #[error("idle for longer than the idle timeout")]
+    Idle,
+}
+
+/// The smallest possible request: api key, version, correlation id, client id length.
+const MIN_FRAME: i32 = 10;
+
+/// A decoded request header plus the undecoded body.
+#[derive(Debug)]
+pub struct Frame {
+    pub api: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+/// Serves one connection until the client leaves, a frame is bad, or shutdown is signalled
+/// (then the request in hand is finished first).
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::with_capacity(64 << 10, read);
+    let idle = broker.config.idle_timeout;
+    let max = broker.config.max_request_bytes;
+    let mut ctx = RequestContext {
+        broker,
+        peer,
+        client_id: None,
+        shutdown: shutdown.clone(),
+    };
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            r = tokio::time::timeout(idle, read_frame(&mut read, max)) => match r {
+                Err(_) => Err(FrameError::Idle),
+                Ok(r) => r,
+            },
+        };
+        let result = match frame {
+            Ok(Some(raw)) => process(&mut ctx, raw).await,
+            Ok(None) => break, // clean close by the client
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Some(response)) => {
+                if let Err(e) = write.write_all(&response).await {
+                    tracing::debug!(%peer, error = %e, "write failed; closing");
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                match &e {
+                    FrameError::Io(_) | FrameError::Idle => {
+                        tracing::debug!(%peer, error = %e, "closing connection")
+                    }
+                    _ => {
+                        tracing::warn!(%peer, client_id = ?ctx.client_id, error = %e, "closing connection")
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// Reads one size-prefixed frame; `None` at a clean end of stream between frames.
+async fn read_frame(
+    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    max: usize,
+) -> Result<Option<BytesMut>, FrameError> {
+    let size = match read.read_i32().await {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if size < MIN_FRAME {
+        return Err(FrameError::BadSize { size });
+    }
+    let size = size as usize;
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    let mut buf = BytesMut::zeroed(size);
+    read.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+/// Decodes the header, dispatches, and encodes the response (`None`: no response, as for
+/// `acks=0` produce requests).
+async fn process(ctx: &mut RequestContext, mut raw: BytesMut) -> Result<Option<Bytes>, FrameError> {
+    let key = i16::from_be_bytes([raw[0], raw[1]]);
+    let version = i16::from_be_bytes([raw[2], raw[3]]);
+    let api = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApiKey(key))?;
+    let Some(range) = handler::versions(api) else {
+        return Err(FrameError::UnknownApiKey(key));
+    };
+    if version < range.min || version > range.max {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 so any client can read which versions we do speak.
+            let correlation_id = i32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
+            let response = handler::api_versions::unsupported_version_response();
+            return encode(api, 0, correlation_id, &response).map(Some);
+        }
+        return Err(FrameError::UnsupportedVersion { api, version });
+    }
+    let header_version = api.request_header_version(version);
+    let mut buf = raw.split().freeze();
+    let header =
+        RequestHeader::decode(&mut buf, header_version).map_err(|source| FrameError::Decode {
+            api,
+            version,
+            source,
+        })?;
+    if ctx.client_id.is_none() {
+        ctx.client_id = header.client_id.as_ref().map(|c| c.to_string());
+    }
+    let frame = Frame {
+        api,
+        version,
+        header,
+        body: buf,
+    };
+    handler::dispatch(ctx, frame).await
+}
+
+/// Encodes a response with its header and size prefix.
+pub fn encode<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &R,
+) -> Result<Bytes, FrameError> {
+    let header_version = api.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let encode_err = |source| FrameError::Encode {
+        api,
+        version,
+        source,
+    };
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| response.compute_size(version).map(|b| h + b))
+        .map_err(encode_err)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(encode_err)?;
+    response.encode(&mut buf, version).map_err(encode_err)?;
+    Ok(buf.freeze())
+}
+
+/// Decodes a request body of the version in the header. Trailing bytes are tolerated, as
+/// Kafka tolerates them: librdkafka's Metadata v13 requests carry a few.
+pub fn decode<R: Decodable>(frame: &mut Frame) -> Result<R, FrameError> {
+    let (api, version) = (frame.api, frame.version);
+    let r = R::decode(&mut frame.body, version).map_err(|source| FrameError::Decode {
+        api,
+        version,
+        source,
+    })?;
+    if frame.body.has_remaining() {
+        tracing::trace!(
+            ?api,
+            version,
+            extra = frame.body.remaining(),
+            "bytes after the request body"
+        );
+    }
+    Ok(r)
+}

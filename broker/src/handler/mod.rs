@@ -1,0 +1,140 @@
+//! One module per Kafka API. Each declares the versions it serves next to its code
+//! (`VERSIONS`); [`APIS`] collects them, and both request routing and the ApiVersions answer
+//! are built from that table, so neither can drift from the handlers.
+//!
+//! Versions span from Kafka 4's minimum (KIP-896) to the newest the `kafka-protocol` crate
+//! knows; `kafka-protocol`'s own `VERSIONS` constants are exactly that range.
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod find_coordinator;
+pub mod incremental_alter_configs;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::connection::{decode, encode, Frame, FrameError};
+use crate::error::BrokerError;
+
+/// Every implemented API and the versions it serves.
+pub const APIS: &[(ApiKey, VersionRange)] = &[
+    (ApiKey::Produce, produce::VERSIONS),
+    (ApiKey::Fetch, fetch::VERSIONS),
+    (ApiKey::ListOffsets, list_offsets::VERSIONS),
+    (ApiKey::Metadata, metadata::VERSIONS),
+    (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
+    (ApiKey::ApiVersions, api_versions::VERSIONS),
+    (ApiKey::CreateTopics, create_topics::VERSIONS),
+    (ApiKey::DeleteTopics, delete_topics::VERSIONS),
+    (ApiKey::DeleteRecords, delete_records::VERSIONS),
+    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        offset_for_leader_epoch::VERSIONS,
+    ),
+    (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+    (ApiKey::AlterConfigs, alter_configs::VERSIONS),
+    (ApiKey::CreatePartitions, create_partitions::VERSIONS),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        incremental_alter_configs::VERSIONS,
+    ),
+    (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+];
+
+/// The versions served for `api`, if it is implemented.
+pub fn versions(api: ApiKey) -> Option<VersionRange> {
+    APIS.iter().find(|(k, _)| *k == api).map(|(_, v)| *v)
+}
+
+/// What a handler sees of the connection and the broker.
+#[derive(Debug)]
+pub struct RequestContext {
+    pub broker: Arc<Broker>,
+    pub peer: SocketAddr,
+    pub client_id: Option<String>,
+    /// Flips to `true` when the broker shuts down; long polls end early.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl RequestContext {
+    /// Runs blocking broker work (files, fsync) off the async workers.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Broker) -> Result<T, BrokerError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || f(&broker))
+            .await
+            .unwrap_or_else(|_| Err(BrokerError::Internal("a storage task failed")))
+    }
+}
+
+/// Decodes the request in `frame`, runs its handler and encodes the answer.
+pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Option<Bytes>, FrameError> {
+    let (api, version) = (frame.api, frame.version);
+    let correlation_id = frame.header.correlation_id;
+    macro_rules! route {
+        ($module:ident) => {{
+            let request = decode(&mut frame)?;
+            let response = $module::handle(ctx, request, version).await;
+            encode(api, version, correlation_id, &response).map(Some)
+        }};
+    }
+    match api {
+        ApiKey::Produce => {
+            let request = decode(&mut frame)?;
+            match produce::handle(ctx, request, version).await {
+                Some(response) => encode(api, version, correlation_id, &response).map(Some),
+                None => Ok(None),
+            }
+        }
+        ApiKey::Fetch => route!(fetch),
+        ApiKey::ListOffsets => route!(list_offsets),
+        ApiKey::Metadata => route!(metadata),
+        ApiKey::FindCoordinator => route!(find_coordinator),
+        ApiKey::ApiVersions => route!(api_versions),
+        ApiKey::CreateTopics => route!(create_topics),
+        ApiKey::DeleteTopics => route!(delete_topics),
+        ApiKey::DeleteRecords => route!(delete_records),
+        ApiKey::InitProducerId => route!(init_producer_id),
+        ApiKey::OffsetForLeaderEpoch => route!(offset_for_leader_epoch),
+        ApiKey::DescribeConfigs => route!(describe_configs),
+        ApiKey::AlterConfigs => route!(alter_configs),
+        ApiKey::CreatePartitions => route!(create_partitions),
+        ApiKey::IncrementalAlterConfigs => route!(incremental_alter_configs),
+        ApiKey::DescribeCluster => route!(describe_cluster),
+        other => Err(FrameError::UnknownApiKey(other as i16)),
+    }
+}
+
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+pub fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+/// An error message for responses, `None` when there is no error.
+pub fn error_message(e: &BrokerError) -> Option<StrBytes> {
+    Some(e.message())
+}

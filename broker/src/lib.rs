@@ -1,0 +1,24 @@
+//! The Chorus broker: the Kafka wire protocol over the storage engine.
+//!
+//! Request path (as in mini-redis): `server` (accept, connection limit, graceful shutdown) →
+//! `connection` (framing, size limit, in-order responses) → `handler` (one module per Kafka
+//! API, routed by the table that also answers ApiVersions) → `partition` (idempotent producer
+//! state, end-offset watches for long polls) → `chorus-storage`.
+//!
+//! `error` is the one place errors become Kafka error codes. `config` layers defaults, the
+//! TOML file, the environment and flags.
+//!
+//! This crate depends on `chorus-storage`, `chorus-coordinator` and `chorus-chat`; none of
+//! them may depend on it.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod handler;
+pub mod partition;
+pub mod producer_id;
+pub mod server;
+
+pub use config::BrokerConfig;
+pub use server::Server;

@@ -1,0 +1,125 @@
+//! The Kafka listener: accepts connections up to the limit and shuts down gracefully.
+//!
+//! Shutdown: stop accepting, tell every connection (they finish the request in hand, long
+//! polls return early), wait for them, then sync and close every log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::connection;
+
+/// How long shutdown waits for connections to finish their requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Server {
+    pub local_addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl Server {
+    /// Opens the data directory and starts listening. With port 0 in both the listen and the
+    /// advertised address, the advertised port becomes the one actually bound.
+    pub async fn start(mut config: BrokerConfig) -> anyhow::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        if config.advertised_port == 0 {
+            config.advertised_port = local_addr.port();
+        }
+        let max_connections = config.max_connections;
+        let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let connections = Arc::new(Semaphore::new(max_connections));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            broker.clone(),
+            connections.clone(),
+            shutdown_rx,
+        ));
+        tracing::info!(
+            listen = %local_addr,
+            advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+            data_dir = %broker.config.data_dir.display(),
+            "chorus broker ready"
+        );
+        Ok(Server {
+            local_addr,
+            broker,
+            shutdown,
+            accept,
+            connections,
+            max_connections,
+        })
+    }
+
+    /// `host:port` to give clients.
+    pub fn bootstrap(&self) -> String {
+        self.local_addr.to_string()
+    }
+
+    /// Graceful shutdown; returns once every log is synced and closed.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let _ = self.accept.await;
+        let all = self.max_connections as u32;
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.connections.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "connections did not finish within {DRAIN_TIMEOUT:?}; closing logs anyway"
+            );
+        }
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || broker.shutdown()).await??;
+        tracing::info!("chorus broker stopped");
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    connections: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = broker.config.max_connections, "connection limit reached; refusing");
+            drop(stream);
+            continue;
+        };
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection::serve(stream, peer, broker, shutdown).await;
+            drop(permit);
+        });
+    }
+}

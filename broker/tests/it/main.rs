@@ -1,0 +1,13 @@
+//! Broker tests over real sockets: a raw protocol client for exact checks and bad input, and
+//! librdkafka (through the `rdkafka` crate) as a real third-party client.
+
+mod common;
+mod wire;
+
+mod admin;
+mod bad_input;
+mod fetch;
+mod idempotence;
+mod kcat;
+mod protocol;
+mod roundtrip;
