@@ -11,14 +11,33 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# Build C dependencies (zstd, lz4) need a C compiler.
-if ! command -v cc >/dev/null 2>&1; then
-    log "installing a C compiler"
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    $sudo_cmd apt-get install -y -qq build-essential
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        $sudo_cmd apt-get update -qq
+        apt_updated=1
+    fi
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+# C dependencies (zstd, lz4, librdkafka) need a C toolchain; librdkafka's build wants make,
+# perl and python too.
+for tool in cc make perl python3; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        log "installing build tools"
+        apt_install build-essential perl python3
+        break
+    fi
+done
+
+# kcat: librdkafka's command-line client, driven by the broker tests.
+if ! command -v kcat >/dev/null 2>&1; then
+    log "installing kcat"
+    apt_install kcat
 fi
+export CHORUS_REQUIRE_KCAT=1
 
 log "cargo test --workspace --all-targets"
 # Every test has its own timeouts; this outer one only stops a runaway build or test binary.
