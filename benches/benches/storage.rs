@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_benches::{mb_per_s, median, print_table, size_label, time};
+use chorus_benches::{fsync_per_mib, mb_per_s, median, print_table, size_label, time};
 use chorus_storage::batch::BatchBuilder;
 use chorus_storage::{Log, LogConfig, LogOptions, ReadLimits};
 
@@ -108,21 +108,6 @@ fn append_throughput() {
     );
 }
 
-/// One writer, `write_all` + `fdatasync` per 1 MiB, for `duration`: MB/s.
-fn fsync_per_mib(duration: Duration) -> f64 {
-    let dir = scratch();
-    let mut f = File::create(dir.path().join("plain")).unwrap();
-    let chunk = vec![7u8; 1 << 20];
-    let start = Instant::now();
-    let mut bytes = 0u64;
-    while start.elapsed() < duration {
-        f.write_all(&chunk).unwrap();
-        f.sync_data().unwrap();
-        bytes += chunk.len() as u64;
-    }
-    mb_per_s(bytes, start.elapsed())
-}
-
 /// 8 writers appending `size`-byte batches with `flush.messages=1` for `duration`:
 /// (MB/s, fsyncs/s, appends per fsync).
 fn group_commit(size: usize, duration: Duration) -> (f64, f64, f64) {
@@ -176,11 +161,11 @@ fn durable_append() {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             let (r, (o, s, p)) = if round % 2 == 0 {
-                let r = fsync_per_mib(slice);
+                let r = fsync_per_mib(scratch().path(), slice);
                 (r, group_commit(size, slice))
             } else {
                 let o = group_commit(size, slice);
-                (fsync_per_mib(slice), o)
+                (fsync_per_mib(scratch().path(), slice), o)
             };
             ratios.push(o / r);
             ours.push(o);

@@ -54,3 +54,30 @@ pub fn size_label(bytes: usize) -> String {
         format!("{bytes} B")
     }
 }
+
+/// Percentile (0..=100) of already sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// One writer, `write_all` + `fdatasync` per 1 MiB, for `duration`, in `dir`: MB/s. The
+/// reference for durable appends.
+pub fn fsync_per_mib(dir: &std::path::Path, duration: Duration) -> f64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("fsync-reference")).expect("reference file");
+    let chunk = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while start.elapsed() < duration {
+        f.write_all(&chunk).expect("write");
+        f.sync_data().expect("fdatasync");
+        bytes += chunk.len() as u64;
+    }
+    let elapsed = start.elapsed();
+    let _ = std::fs::remove_file(dir.join("fsync-reference"));
+    mb_per_s(bytes, elapsed)
+}

@@ -10,15 +10,18 @@
 //! unknown API key, a version outside our range (except ApiVersions, which gets KIP-511's v0
 //! answer), a body that does not decode. Each is logged once, at the close.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
 use crate::handler::{self, RequestContext};
@@ -64,8 +67,40 @@ pub struct Frame {
     pub body: Bytes,
 }
 
+/// Responses a connection may have waiting (for an fsync, say) while later requests are read.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// The rest of a request's work that may overlap with later requests: waiting for durability
+/// and encoding the answer. Effects that order matters for (appends) are done before.
+pub type Completion = Pin<Box<dyn Future<Output = Result<Option<Bytes>, FrameError>> + Send>>;
+
+/// What handling a request produced.
+pub enum Handled {
+    /// The encoded answer (`None`: no answer, as for `acks=0`).
+    Done(Option<Bytes>),
+    /// The answer, once the completion resolves.
+    Later(Completion),
+}
+
+impl std::fmt::Debug for Handled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handled::Done(r) => f
+                .debug_tuple("Done")
+                .field(&r.as_ref().map(Bytes::len))
+                .finish(),
+            Handled::Later(_) => f.write_str("Later(..)"),
+        }
+    }
+}
+
 /// Serves one connection until the client leaves, a frame is bad, or shutdown is signalled
-/// (then the request in hand is finished first).
+/// (then the requests in hand are finished first).
+///
+/// A reader task turns the socket into frames; this loop handles them in order. A request's
+/// effects happen in order, but its answer may wait (a produce with `acks=all` waiting for an
+/// fsync) while the next requests are read and applied, so pipelined produce requests share
+/// fsyncs instead of queueing one behind another. Answers still leave in request order.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -74,51 +109,98 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
-    let mut read = BufReader::with_capacity(64 << 10, read);
     let idle = broker.config.idle_timeout;
     let max = broker.config.max_request_bytes;
+    let (frames_tx, mut frames) = mpsc::channel(MAX_IN_FLIGHT);
+    let reader = tokio::spawn(read_frames(read, max, idle, frames_tx));
     let mut ctx = RequestContext {
         broker,
         peer,
         client_id: None,
         shutdown: shutdown.clone(),
     };
+    let mut pending: FuturesOrdered<Completion> = FuturesOrdered::new();
+    let mut stopping = false;
+    let mut failure: Option<FrameError> = None;
     loop {
-        let frame = tokio::select! {
+        if stopping && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
-            r = tokio::time::timeout(idle, read_frame(&mut read, max)) => match r {
-                Err(_) => Err(FrameError::Idle),
-                Ok(r) => r,
-            },
-        };
-        let result = match frame {
-            Ok(Some(raw)) => process(&mut ctx, raw).await,
-            Ok(None) => break, // clean close by the client
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(Some(response)) => {
-                if let Err(e) = write.write_all(&response).await {
-                    tracing::debug!(%peer, error = %e, "write failed; closing");
+            Some(done) = pending.next(), if !pending.is_empty() => match done {
+                Ok(Some(response)) => {
+                    if let Err(e) = write.write_all(&response).await {
+                        failure = Some(e.into());
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
                     break;
                 }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                match &e {
-                    FrameError::Io(_) | FrameError::Idle => {
-                        tracing::debug!(%peer, error = %e, "closing connection")
-                    }
-                    _ => {
-                        tracing::warn!(%peer, client_id = ?ctx.client_id, error = %e, "closing connection")
-                    }
+            },
+            _ = shutdown.changed(), if !stopping => stopping = true,
+            frame = frames.recv(), if !stopping && pending.len() < MAX_IN_FLIGHT => match frame {
+                None => stopping = true, // the client closed its side
+                Some(Err(e)) => {
+                    failure = Some(e);
+                    break;
                 }
-                break;
+                Some(Ok(raw)) => match process(&mut ctx, raw).await {
+                    Ok(Handled::Done(Some(response))) if pending.is_empty() => {
+                        if let Err(e) = write.write_all(&response).await {
+                            failure = Some(e.into());
+                            break;
+                        }
+                    }
+                    Ok(Handled::Done(response)) => {
+                        pending.push_back(Box::pin(std::future::ready(Ok(response))));
+                    }
+                    Ok(Handled::Later(completion)) => pending.push_back(completion),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                },
+            },
+        }
+    }
+    reader.abort();
+    if let Some(e) = failure {
+        match &e {
+            FrameError::Io(_) | FrameError::Idle => {
+                tracing::debug!(%peer, error = %e, "closing connection")
+            }
+            _ => {
+                tracing::warn!(%peer, client_id = ?ctx.client_id, error = %e, "closing connection")
             }
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// Reads frames until end of stream, a bad frame, or the idle timeout, passing each on.
+async fn read_frames(
+    read: tokio::net::tcp::OwnedReadHalf,
+    max: usize,
+    idle: std::time::Duration,
+    frames: mpsc::Sender<Result<BytesMut, FrameError>>,
+) {
+    let mut read = BufReader::with_capacity(64 << 10, read);
+    loop {
+        let frame = match tokio::time::timeout(idle, read_frame(&mut read, max)).await {
+            Err(_) => Err(FrameError::Idle),
+            Ok(Ok(Some(frame))) => Ok(frame),
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => Err(e),
+        };
+        let stop = frame.is_err();
+        if frames.send(frame).await.is_err() || stop {
+            return;
+        }
+    }
 }
 
 /// Reads one size-prefixed frame; `None` at a clean end of stream between frames.
@@ -143,9 +225,8 @@ async fn read_frame(
     Ok(Some(buf))
 }
 
-/// Decodes the header, dispatches, and encodes the response (`None`: no response, as for
-/// `acks=0` produce requests).
-async fn process(ctx: &mut RequestContext, mut raw: BytesMut) -> Result<Option<Bytes>, FrameError> {
+/// Decodes the header and dispatches; see [`Handled`].
+async fn process(ctx: &mut RequestContext, mut raw: BytesMut) -> Result<Handled, FrameError> {
     let key = i16::from_be_bytes([raw[0], raw[1]]);
     let version = i16::from_be_bytes([raw[2], raw[3]]);
     let api = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApiKey(key))?;
@@ -157,7 +238,7 @@ async fn process(ctx: &mut RequestContext, mut raw: BytesMut) -> Result<Option<B
             // KIP-511: answer in v0 so any client can read which versions we do speak.
             let correlation_id = i32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
             let response = handler::api_versions::unsupported_version_response();
-            return encode(api, 0, correlation_id, &response).map(Some);
+            return encode(api, 0, correlation_id, &response).map(|r| Handled::Done(Some(r)));
         }
         return Err(FrameError::UnsupportedVersion { api, version });
     }

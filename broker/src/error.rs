@@ -100,6 +100,11 @@ impl BrokerError {
         }
     }
 
+    /// True when the disk, not the request, is at fault.
+    pub fn is_storage_error(&self) -> bool {
+        matches!(self, BrokerError::Log(e) if e.is_storage_error())
+    }
+
     pub fn code(&self) -> i16 {
         self.response_error().code()
     }

@@ -25,13 +25,12 @@ pub mod produce;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::connection::{decode, encode, Frame, FrameError};
+use crate::connection::{decode, encode, Frame, FrameError, Handled};
 use crate::error::BrokerError;
 
 /// Every implemented API and the versions it serves.
@@ -88,24 +87,28 @@ impl RequestContext {
     }
 }
 
-/// Decodes the request in `frame`, runs its handler and encodes the answer.
-pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Option<Bytes>, FrameError> {
+/// Decodes the request in `frame` and runs its handler. Every API answers at once except
+/// Produce, whose appends are done here but whose answer may wait for the flush policy.
+pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Handled, FrameError> {
     let (api, version) = (frame.api, frame.version);
     let correlation_id = frame.header.correlation_id;
     macro_rules! route {
         ($module:ident) => {{
             let request = decode(&mut frame)?;
             let response = $module::handle(ctx, request, version).await;
-            encode(api, version, correlation_id, &response).map(Some)
+            encode(api, version, correlation_id, &response).map(|r| Handled::Done(Some(r)))
         }};
     }
     match api {
         ApiKey::Produce => {
             let request = decode(&mut frame)?;
-            match produce::handle(ctx, request, version).await {
-                Some(response) => encode(api, version, correlation_id, &response).map(Some),
-                None => Ok(None),
-            }
+            let appended = produce::handle(ctx, request, version).await;
+            Ok(Handled::Later(Box::pin(async move {
+                match appended.finish().await {
+                    Some(response) => encode(api, version, correlation_id, &response).map(Some),
+                    None => Ok(None),
+                }
+            })))
         }
         ApiKey::Fetch => route!(fetch),
         ApiKey::ListOffsets => route!(list_offsets),

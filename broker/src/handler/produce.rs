@@ -23,11 +23,22 @@ enum Slot {
     Failed(BrokerError),
 }
 
-pub async fn handle(
-    ctx: &RequestContext,
-    request: ProduceRequest,
+/// A produce request whose records are appended; [`Appended::finish`] waits for the flush
+/// policy and builds the answer.
+#[derive(Debug)]
+pub struct Appended {
+    acks: i16,
     version: i16,
-) -> Option<ProduceResponse> {
+    topics: Vec<TopicProduceResponse>,
+    partitions: Vec<(
+        usize,
+        i32,
+        Result<(Arc<Partition>, AppendOutcome), BrokerError>,
+    )>,
+}
+
+/// Appends every partition's records, in order. The answer comes from [`Appended::finish`].
+pub async fn handle(ctx: &RequestContext, request: ProduceRequest, version: i16) -> Appended {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
     let refusal = || {
@@ -100,47 +111,72 @@ pub async fn handle(
             .map(|(t, i)| (t, i, Err(BrokerError::Internal("the append task failed"))))
             .collect(),
     };
-    let flushes = appended.into_iter().map(|(t, index, outcome)| async move {
-        let outcome = match outcome {
-            Ok((partition, o)) if partition.must_flush(&o) => {
-                let flushed = tokio::task::spawn_blocking(move || {
-                    partition.flush_as_policy_requires(&o).map(|()| o)
-                })
-                .await;
-                flushed.unwrap_or(Err(BrokerError::Internal("the flush task failed")))
-            }
-            Ok((_, o)) => Ok(o),
-            Err(e) => Err(e),
-        };
-        (t, index, outcome)
-    });
-    let work: Vec<(usize, i32, Result<AppendOutcome, BrokerError>)> =
-        futures_util::future::join_all(flushes).await;
-
-    for (t, index, outcome) in work {
-        let response = match outcome {
-            Ok(o) => PartitionProduceResponse::default()
-                .with_index(index)
-                .with_base_offset(o.base_offset)
-                .with_log_append_time_ms(o.log_append_time.unwrap_or(-1))
-                .with_log_start_offset(o.log_start_offset),
-            Err(e) => {
-                log_refusal(ctx, &topics[t], index, &e);
-                let mut r = PartitionProduceResponse::default()
-                    .with_index(index)
-                    .with_error_code(e.code())
-                    .with_base_offset(-1)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(-1);
-                if version >= 8 {
-                    r = r.with_error_message(Some(e.message()));
-                }
-                r
-            }
-        };
-        topics[t].partition_responses.push(response);
+    for (t, index, outcome) in &appended {
+        if let Err(e) = outcome {
+            log_refusal(ctx, &topics[*t], *index, e);
+        }
     }
-    acks_answer(acks, ProduceResponse::default().with_responses(topics))
+    Appended {
+        acks,
+        version,
+        topics,
+        partitions: appended,
+    }
+}
+
+impl Appended {
+    /// Waits for the durability each partition's flush policy asks (all partitions at once:
+    /// each is its own file and fsync), then answers; `None` for `acks=0`.
+    pub async fn finish(self) -> Option<ProduceResponse> {
+        let Appended {
+            acks,
+            version,
+            mut topics,
+            partitions,
+        } = self;
+        let flushes = partitions
+            .into_iter()
+            .map(|(t, index, outcome)| async move {
+                let outcome = match outcome {
+                    Ok((partition, o)) if partition.must_flush(&o) => {
+                        let flushed = tokio::task::spawn_blocking(move || {
+                            partition.flush_as_policy_requires(&o).map(|()| o)
+                        })
+                        .await;
+                        flushed.unwrap_or(Err(BrokerError::Internal("the flush task failed")))
+                    }
+                    Ok((_, o)) => Ok(o),
+                    Err(e) => Err(e),
+                };
+                (t, index, outcome)
+            });
+        for (t, index, outcome) in futures_util::future::join_all(flushes).await {
+            let response = match outcome {
+                Ok(o) => PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_base_offset(o.base_offset)
+                    .with_log_append_time_ms(o.log_append_time.unwrap_or(-1))
+                    .with_log_start_offset(o.log_start_offset),
+                Err(e) => {
+                    if e.is_storage_error() {
+                        tracing::error!(topic = %topics[t].name.0, partition = index, error = %e, "flush failed");
+                    }
+                    let mut r = PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(e.code())
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1);
+                    if version >= 8 {
+                        r = r.with_error_message(Some(e.message()));
+                    }
+                    r
+                }
+            };
+            topics[t].partition_responses.push(response);
+        }
+        acks_answer(acks, ProduceResponse::default().with_responses(topics))
+    }
 }
 
 fn acks_answer(acks: i16, response: ProduceResponse) -> Option<ProduceResponse> {

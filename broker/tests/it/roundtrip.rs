@@ -202,3 +202,39 @@ async fn several_partitions_and_large_messages() {
     assert!(messages.iter().all(|m| m.payload() == Some(&big[..])));
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_messages_in_large_batches_are_all_consumed() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = TestBroker::start().await;
+    let bootstrap = broker.bootstrap();
+    const N: usize = 100_000;
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = rdkafka_config(&bootstrap)
+            .set("linger.ms", "5")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .unwrap();
+        let payload = [b'x'; 100];
+        for _ in 0..N {
+            while producer
+                .send(
+                    BaseRecord::<(), _>::to("small")
+                        .payload(&payload[..])
+                        .partition(0),
+                )
+                .is_err()
+            {
+                producer.poll(Duration::from_millis(1));
+            }
+        }
+        producer.flush(Duration::from_secs(60)).unwrap();
+    })
+    .await
+    .unwrap();
+    let messages = consume(&broker.bootstrap(), "small", &[0], N, 60).await;
+    assert_eq!(messages.len(), N);
+    assert_eq!(messages.last().unwrap().offset(), N as i64 - 1);
+    broker.stop().await;
+}
