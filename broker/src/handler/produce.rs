@@ -23,6 +23,9 @@ enum Slot {
     Failed(BrokerError),
 }
 
+/// One partition's append: the partition and what happened, or why it was refused.
+type PartitionAppend = Result<(Arc<Partition>, AppendOutcome), BrokerError>;
+
 /// A produce request whose records are appended; [`Appended::finish`] waits for the flush
 /// policy and builds the answer.
 #[derive(Debug)]
@@ -30,11 +33,7 @@ pub struct Appended {
     acks: i16,
     version: i16,
     topics: Vec<TopicProduceResponse>,
-    partitions: Vec<(
-        usize,
-        i32,
-        Result<(Arc<Partition>, AppendOutcome), BrokerError>,
-    )>,
+    partitions: Vec<(usize, i32, PartitionAppend)>,
 }
 
 /// Appends every partition's records, in order. The answer comes from [`Appended::finish`].
