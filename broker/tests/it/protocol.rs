@@ -375,3 +375,55 @@ async fn describe_cluster_and_init_producer_id() {
     assert_ne!(txn.error_code, 0, "transactions are not supported");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_low_watermark() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let broker = TestBroker::start().await;
+    let mut wire = Wire::connect(&broker.bootstrap()).await;
+    create_topic(&mut wire, "trim", 1).await;
+    for i in 0..5 {
+        let batch = BatchBuilder::new()
+            .record(None, Some(format!("{i}").as_bytes()), 1)
+            .build()
+            .unwrap();
+        let _: ProduceResponse = wire
+            .call(ApiKey::Produce, 9, &produce_request("trim", 0, batch, 1))
+            .await;
+    }
+    let ask = |offset: i64| {
+        DeleteRecordsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(topic("trim"))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default().with_offset(offset)
+                ])])
+    };
+    let resp: DeleteRecordsResponse = wire.call(ApiKey::DeleteRecords, 2, &ask(3)).await;
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 3));
+    let resp: DeleteRecordsResponse = wire.call(ApiKey::DeleteRecords, 2, &ask(99)).await;
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+    let resp: DeleteRecordsResponse = wire.call(ApiKey::DeleteRecords, 2, &ask(-1)).await;
+    assert_eq!(
+        resp.topics[0].partitions[0].low_watermark, 5,
+        "-1 means the high watermark"
+    );
+    let resp: ListOffsetsResponse = wire
+        .call(
+            ApiKey::ListOffsets,
+            8,
+            &ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic("trim"))
+                .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-2)])]),
+        )
+        .await;
+    assert_eq!(resp.topics[0].partitions[0].offset, 5);
+    broker.stop().await;
+}
