@@ -220,8 +220,14 @@ async fn read_frame(
     if size > max {
         return Err(FrameError::TooLarge { size, max });
     }
-    let mut buf = BytesMut::zeroed(size);
-    read.read_exact(&mut buf).await?;
+    // Filled straight from the socket buffer, without zeroing it first.
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        let want = (size - buf.len()) as u64;
+        if (&mut *read).take(want).read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     Ok(Some(buf))
 }
 
