@@ -127,7 +127,6 @@ fn log_error(e: &LogError) -> ResponseError {
         | LogError::Poisoned { .. }
         | LogError::CorruptSegment { .. }
         | LogError::PartitionOffline { .. }
-        | LogError::UnexpectedFile { .. }
         | LogError::DamagedMetadata { .. } => ResponseError::KafkaStorageError,
         LogError::Config(_) => ResponseError::InvalidConfig,
         LogError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,

@@ -55,10 +55,6 @@ pub enum LogError {
         reason: BatchError,
     },
 
-    /// A file on disk is not what this engine writes (e.g. an unparsable file name).
-    #[error("unexpected file {}: {reason}", path.display())]
-    UnexpectedFile { path: PathBuf, reason: &'static str },
-
     /// The metadata store could not be parsed.
     #[error("metadata file {} is damaged: {reason}", path.display())]
     DamagedMetadata { path: PathBuf, reason: String },

@@ -851,15 +851,6 @@ impl Log {
         st.clean_on_disk = true;
         Ok(())
     }
-
-    /// Deletes the log's directory. The log must not be used afterwards.
-    pub fn delete(&self) -> Result<()> {
-        let _m = self.maintenance_lock();
-        let _w = self.writer.lock().expect("writer lock");
-        self.closed.store(true, Ordering::Release);
-        std::fs::remove_dir_all(&self.dir)
-            .map_err(|e| LogError::io(crate::error::IoOp::Remove, &self.dir, e))
-    }
 }
 
 pub(crate) fn sizing(config: &LogConfig) -> IndexSizing {

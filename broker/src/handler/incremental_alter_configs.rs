@@ -104,13 +104,11 @@ pub async fn handle(
                 .collect::<Vec<_>>())
         })
         .await;
-    let responses = result.unwrap_or_else(|e| {
+    let responses = result.unwrap_or_else(|_| {
+        // Only a failed blocking task ends here.
         shape
             .into_iter()
-            .map(|(t, n)| {
-                respond(t, n, Err(BrokerError::Internal("config change failed")))
-                    .with_error_code(e.code())
-            })
+            .map(|(t, n)| respond(t, n, Err(BrokerError::Internal("config change failed"))))
             .collect()
     });
     IncrementalAlterConfigsResponse::default().with_responses(responses)

@@ -136,8 +136,3 @@ pub fn str_bytes(s: impl Into<String>) -> StrBytes {
 pub fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
 }
-
-/// An error message for responses, `None` when there is no error.
-pub fn error_message(e: &BrokerError) -> Option<StrBytes> {
-    Some(e.message())
-}
