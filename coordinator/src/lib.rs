@@ -1,7 +1,41 @@
 //! Consumer-group coordinator for Chorus.
 //!
-//! A deterministic, synchronous state machine with injected time: an operation takes `now` and a
-//! command and returns the records to persist, the reply and the timers to arm. The broker owns
-//! the I/O. This crate must never depend on `chorus-broker`, on tokio, or on the filesystem.
+//! A deterministic, synchronous state machine with injected time, in the manner of Kafka's
+//! group metadata manager: an operation takes `now` and a command, changes the in-memory
+//! state and returns (through [`Effects`]) the records to persist and the replies to send.
+//! The broker persists the records in `__consumer_offsets` before it sends the replies, and
+//! on start replays that topic through [`Coordinator::replay`]: the log is the truth and
+//! this crate's memory is a cache of it.
 //!
-//! Not built yet: see the coordinator issue. The crate exists so the workspace layout is fixed.
+//! Modules:
+//! * [`coordinator`] — the groups, their timers and every operation (join, sync, heartbeat,
+//!   leave, offsets, administration);
+//! * [`group`] — one classic group, with its state/transition table;
+//! * [`api`] — request and answer types; [`error`] — what can go wrong;
+//! * [`record`] — the persisted records in Kafka's `__consumer_offsets` layout;
+//! * [`consumer_protocol`] — the consumer subscription/assignment encoding;
+//! * [`assignor`] — range, round-robin and sticky server-side assignors.
+//!
+//! Invariants: no I/O and no clock here (time is the `now` argument, in milliseconds since
+//! the Unix epoch); a reply is never handed out before the records that justify it.
+//!
+//! This crate must never depend on `chorus-broker`, on tokio, or on the filesystem.
+
+pub mod api;
+pub mod assignor;
+pub mod config;
+pub mod consumer_protocol;
+pub mod coordinator;
+pub mod error;
+pub mod group;
+pub mod record;
+
+/// Milliseconds since the Unix epoch (Kafka's timestamps).
+pub type Millis = i64;
+
+pub use api::*;
+pub use config::GroupConfig;
+pub use coordinator::{Coordinator, PersistedGroup};
+pub use error::GroupError;
+pub use group::{ClassicGroup, GroupState};
+pub use record::{CommittedOffset, GroupMetadata, Record};

@@ -1,0 +1,88 @@
+//! The "consumer" embedded protocol: what Kafka consumers put in JoinGroup metadata
+//! (ConsumerProtocolSubscription) and SyncGroup assignments (ConsumerProtocolAssignment).
+//!
+//! The classic protocol relays both opaquely; the coordinator only reads subscriptions to
+//! answer "is this group subscribed to topic T" (OffsetDelete) and assignments for the admin
+//! views, and writes assignments for server-side assignment.
+
+use std::collections::BTreeMap;
+
+use crate::record::{Reader, RecordError, Writer};
+
+/// The topics a consumer subscribes to (the rest of the subscription is not needed here).
+pub fn subscription_topics(metadata: &[u8]) -> Result<Vec<String>, RecordError> {
+    let mut r = Reader(metadata);
+    let _version = r.i16()?;
+    let count = r.len()?;
+    let mut topics = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        topics.push(r.str()?);
+    }
+    Ok(topics)
+}
+
+/// Encodes a version 0 subscription (topics, no user data).
+pub fn encode_subscription(topics: &[String]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.i16(0);
+    w.i32(topics.len() as i32);
+    for t in topics {
+        w.str(t);
+    }
+    w.i32(-1);
+    w.0
+}
+
+/// The partitions in an assignment, by topic. An empty assignment (no bytes) is no partitions.
+pub fn assignment_partitions(assignment: &[u8]) -> Result<BTreeMap<String, Vec<i32>>, RecordError> {
+    let mut out = BTreeMap::new();
+    if assignment.is_empty() {
+        return Ok(out);
+    }
+    let mut r = Reader(assignment);
+    let _version = r.i16()?;
+    let count = r.len()?;
+    for _ in 0..count {
+        let topic = r.str()?;
+        let n = r.len()?;
+        let mut partitions = Vec::with_capacity(n.min(4096));
+        for _ in 0..n {
+            partitions.push(r.i32()?);
+        }
+        out.insert(topic, partitions);
+    }
+    Ok(out)
+}
+
+/// Encodes a version 0 assignment (no user data).
+pub fn encode_assignment(partitions: &BTreeMap<String, Vec<i32>>) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.i16(0);
+    w.i32(partitions.len() as i32);
+    for (topic, list) in partitions {
+        w.str(topic);
+        w.i32(list.len() as i32);
+        for p in list {
+            w.i32(*p);
+        }
+    }
+    w.i32(-1);
+    w.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_and_assignments_round_trip() {
+        let topics = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(subscription_topics(&encode_subscription(&topics)).unwrap(), topics);
+        let mut asg = BTreeMap::new();
+        asg.insert("a".to_string(), vec![0, 2]);
+        asg.insert("b".to_string(), vec![1]);
+        assert_eq!(assignment_partitions(&encode_assignment(&asg)).unwrap(), asg);
+        assert!(assignment_partitions(&[]).unwrap().is_empty());
+        assert!(subscription_topics(&[0, 0, 0, 0, 0, 5]).is_err());
+    }
+}

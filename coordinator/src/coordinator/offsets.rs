@@ -1,0 +1,199 @@
+//! The offset store: OffsetCommit, OffsetFetch, OffsetDelete and offset retention.
+
+use super::{check_member, Coordinator};
+use crate::api::*;
+use crate::error::GroupError;
+use crate::group::{ClassicGroup, GroupState};
+use crate::record::{CommittedOffset, Record};
+use crate::Millis;
+
+impl Coordinator {
+
+    /// OffsetCommit. `Err` applies to every partition; otherwise one result per partition
+    /// in order. The caller has already checked that topics exist and offsets are in range.
+    pub fn commit_offsets(
+        &mut self,
+        now: Millis,
+        req: CommitRequest,
+        fx: &mut Effects,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        if req.group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let from_outside = req.generation < 0 && req.member_id.is_empty();
+        let g = match self.groups.get_mut(&req.group_id) {
+            Some(g) => g,
+            None if from_outside => self
+                .groups
+                .entry(req.group_id.clone())
+                .or_insert_with(|| ClassicGroup::new(req.group_id.clone(), now)),
+            None => {
+                return Err(GroupError::IllegalGeneration {
+                    given: req.generation,
+                    current: -1,
+                })
+            }
+        };
+        if from_outside {
+            if g.state != GroupState::Empty {
+                return Err(GroupError::NotEmptyForOutsideCommit {
+                    group_id: req.group_id,
+                });
+            }
+        } else {
+            check_member(g, &req.member_id, req.instance_id.as_deref())?;
+            if req.generation != g.generation {
+                return Err(GroupError::IllegalGeneration {
+                    given: req.generation,
+                    current: g.generation,
+                });
+            }
+            if g.state == GroupState::CompletingRebalance {
+                return Err(GroupError::RebalanceInProgress);
+            }
+            g.members
+                .get_mut(&req.member_id)
+                .expect("checked")
+                .last_heartbeat = now;
+        }
+        let max = self.config.offset_metadata_max_bytes;
+        let results = req
+            .offsets
+            .into_iter()
+            .map(|p| {
+                if p.metadata.len() > max {
+                    return Err(GroupError::OffsetMetadataTooLarge {
+                        len: p.metadata.len(),
+                        max,
+                    });
+                }
+                let value = CommittedOffset {
+                    offset: p.offset,
+                    leader_epoch: p.leader_epoch,
+                    metadata: p.metadata,
+                    commit_timestamp: now,
+                };
+                g.offsets
+                    .insert((p.topic.clone(), p.partition), value.clone());
+                fx.records.push(Record::Offset {
+                    group: g.id.clone(),
+                    topic: p.topic,
+                    partition: p.partition,
+                    value: Some(value),
+                });
+                Ok(())
+            })
+            .collect();
+        Ok(results)
+    }
+
+    /// OffsetFetch: the given partitions (each with its offset or none), or with `None` every
+    /// partition the group has an offset for. An unknown group has no offsets.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<FetchedOffset> {
+        let group = self.groups.get(group_id);
+        match partitions {
+            None => group
+                .into_iter()
+                .flat_map(|g| g.offsets.iter())
+                .map(|((topic, partition), c)| FetchedOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: Some(c.clone()),
+                })
+                .collect(),
+            Some(wanted) => wanted
+                .iter()
+                .flat_map(|(topic, ps)| ps.iter().map(move |p| (topic, *p)))
+                .map(|(topic, partition)| FetchedOffset {
+                    topic: topic.clone(),
+                    partition,
+                    committed: group
+                        .and_then(|g| g.offsets.get(&(topic.clone(), partition)))
+                        .cloned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// OffsetDelete: removes committed offsets of topics the group does not subscribe to.
+    pub fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        fx: &mut Effects,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let g = self
+            .groups
+            .get_mut(group_id)
+            .ok_or_else(|| GroupError::GroupIdNotFound {
+                group_id: group_id.to_string(),
+            })?;
+        let subscribed = if g.state == GroupState::Empty {
+            Vec::new()
+        } else {
+            g.subscribed_topics()
+        };
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| {
+                if subscribed.contains(topic) {
+                    return Err(GroupError::GroupSubscribedToTopic {
+                        topic: topic.clone(),
+                    });
+                }
+                if g.offsets.remove(&(topic.clone(), *partition)).is_some() {
+                    fx.records.push(Record::Offset {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        value: None,
+                    });
+                }
+                Ok(())
+            })
+            .collect())
+    }
+
+    /// Offset retention: an empty group's offsets expire `offsets.retention.minutes` after
+    /// the group became empty (or after the commit, if later: an admin reset of an old
+    /// empty group is kept for a full period); an empty group left with no offsets goes.
+    pub(super) fn expire_offsets(&mut self, now: Millis, fx: &mut Effects) {
+        let retention = self.config.offsets_retention_ms;
+        let mut dead = Vec::new();
+        for g in self.groups.values_mut() {
+            if g.state != GroupState::Empty || !g.pending_members.is_empty() {
+                continue;
+            }
+            let since = g.state_timestamp;
+            let expired: Vec<(String, i32)> = g
+                .offsets
+                .iter()
+                .filter(|(_, c)| c.commit_timestamp.max(since) + retention <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (topic, partition) in expired {
+                g.offsets.remove(&(topic.clone(), partition));
+                fx.records.push(Record::Offset {
+                    group: g.id.clone(),
+                    topic,
+                    partition,
+                    value: None,
+                });
+            }
+            if g.offsets.is_empty() && since + retention <= now {
+                dead.push(g.id.clone());
+            }
+        }
+        for id in dead {
+            self.groups.remove(&id);
+            fx.records.push(Record::Group {
+                group: id,
+                value: None,
+            });
+        }
+    }
+}
