@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::groups::offsets_topic::{self, OFFSETS_TOPIC};
+use crate::groups::GroupService;
 use crate::partition::Partition;
 use crate::producer_id::ProducerIds;
 
@@ -21,6 +23,7 @@ pub struct Broker {
     pub logs: LogManager,
     pub producer_ids: ProducerIds,
     pub cluster_id: String,
+    pub groups: GroupService,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
 }
 
@@ -34,12 +37,29 @@ impl Broker {
         })?;
         let cluster_id = load_cluster_id(&config.data_dir)?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
+        // The coordinator's topic is opened here, before any request, so its partitions
+        // are the ones the broker serves and replay sees everything.
+        let offsets_partitions =
+            offsets_topic::ensure_topic(&logs, config.offsets_topic_partitions)?;
+        let offsets_meta = logs
+            .topic(OFFSETS_TOPIC)
+            .ok_or(BrokerError::Internal("__consumer_offsets vanished"))?;
+        let mut partitions = HashMap::new();
+        let mut offsets = Vec::new();
+        for index in 0..offsets_partitions as i32 {
+            let log = logs.log(OFFSETS_TOPIC, index)?;
+            let p = Arc::new(Partition::new(OFFSETS_TOPIC.into(), index, offsets_meta.id, log));
+            partitions.insert((OFFSETS_TOPIC.to_string(), index), p.clone());
+            offsets.push(p);
+        }
+        let groups = GroupService::start(config.groups.clone(), offsets)?;
         Ok(Broker {
             config,
             logs,
             producer_ids,
             cluster_id,
-            partitions: RwLock::new(HashMap::new()),
+            groups,
+            partitions: RwLock::new(partitions),
         })
     }
 
@@ -107,8 +127,9 @@ impl Broker {
         Ok(meta)
     }
 
-    /// Syncs and closes every log. Blocking.
+    /// Stops the coordinator, then syncs and closes every log. Blocking.
     pub fn shutdown(&self) -> Result<()> {
+        self.groups.shutdown();
         Ok(self.logs.shutdown()?)
     }
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chorus_coordinator::GroupConfig;
 use serde::Deserialize;
 
 /// `chorus serve` flags. Every one is optional so the file and the defaults can fill in.
@@ -51,6 +52,23 @@ pub struct ServeArgs {
     /// (e.g. `--topic-default flush.messages=1`). Repeatable.
     #[arg(long = "topic-default", value_name = "NAME=VALUE")]
     pub topic_defaults: Vec<String>,
+    /// How long a new consumer group waits for more members before its first generation,
+    /// in milliseconds [default: 3000].
+    #[arg(long, env = "CHORUS_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<i32>,
+    /// Smallest session timeout a group member may ask for, in milliseconds [default: 6000].
+    #[arg(long, env = "CHORUS_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a group member may ask for, in milliseconds [default: 1800000].
+    #[arg(long, env = "CHORUS_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// How long an empty group's committed offsets are kept, in minutes [default: 10080].
+    #[arg(long, env = "CHORUS_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
+    /// Partitions of the `__consumer_offsets` topic, fixed when it is first created
+    /// [default: 50].
+    #[arg(long, env = "CHORUS_OFFSETS_TOPIC_NUM_PARTITIONS")]
+    pub offsets_topic_num_partitions: Option<u32>,
 }
 
 /// The TOML file. Unknown keys are an error, so a typo does not pass silently.
@@ -69,6 +87,11 @@ pub struct FileConfig {
     pub num_partitions: Option<u32>,
     #[serde(default)]
     pub topic_defaults: BTreeMap<String, toml::Value>,
+    pub group_initial_rebalance_delay_ms: Option<i32>,
+    pub group_min_session_timeout_ms: Option<i32>,
+    pub group_max_session_timeout_ms: Option<i32>,
+    pub offsets_retention_minutes: Option<i64>,
+    pub offsets_topic_num_partitions: Option<u32>,
     /// Sections owned by other parts of Chorus (the chat fabric); kept for them.
     #[serde(default)]
     pub chat: Option<toml::Value>,
@@ -90,6 +113,9 @@ pub struct BrokerConfig {
     pub num_partitions: u32,
     /// Broker-wide defaults for topic configs (Kafka topic config names).
     pub topic_defaults: BTreeMap<String, String>,
+    /// The group coordinator's settings.
+    pub groups: GroupConfig,
+    pub offsets_topic_partitions: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +168,7 @@ impl BrokerConfig {
 
     /// Layers flags/environment over the file over the defaults, and validates.
     pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let groups = group_config(&args, &file)?;
         let listen_text = args
             .listen
             .or(file.listen)
@@ -207,6 +234,17 @@ impl BrokerConfig {
         for (k, v) in &topic_defaults {
             chorus_storage::config::validate_value(k, v)?;
         }
+        let offsets_topic_partitions = args
+            .offsets_topic_num_partitions
+            .or(file.offsets_topic_num_partitions)
+            .unwrap_or(50);
+        if !(1..=1000).contains(&offsets_topic_partitions) {
+            return Err(ConfigError::Invalid {
+                name: "offsets_topic_num_partitions",
+                value: offsets_topic_partitions.to_string(),
+                reason: "must be between 1 and 1000",
+            });
+        }
         Ok(BrokerConfig {
             data_dir: args
                 .data_dir
@@ -233,6 +271,8 @@ impl BrokerConfig {
                 .unwrap_or(true),
             num_partitions,
             topic_defaults,
+            groups,
+            offsets_topic_partitions,
         })
     }
 
@@ -242,9 +282,69 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             listen: "127.0.0.1:0".parse().expect("literal"),
             advertised_port: 0,
+            // Tests form groups quickly and use short sessions.
+            groups: GroupConfig {
+                initial_rebalance_delay_ms: 100,
+                min_session_timeout_ms: 500,
+                ..GroupConfig::default()
+            },
+            offsets_topic_partitions: 4,
             ..BrokerConfig::default()
         }
     }
+}
+
+fn group_config(args: &ServeArgs, file: &FileConfig) -> Result<GroupConfig, ConfigError> {
+    let defaults = GroupConfig::default();
+    let delay = args
+        .group_initial_rebalance_delay_ms
+        .or(file.group_initial_rebalance_delay_ms)
+        .unwrap_or(defaults.initial_rebalance_delay_ms);
+    let min = args
+        .group_min_session_timeout_ms
+        .or(file.group_min_session_timeout_ms)
+        .unwrap_or(defaults.min_session_timeout_ms);
+    let max = args
+        .group_max_session_timeout_ms
+        .or(file.group_max_session_timeout_ms)
+        .unwrap_or(defaults.max_session_timeout_ms);
+    let retention_minutes = args
+        .offsets_retention_minutes
+        .or(file.offsets_retention_minutes)
+        .unwrap_or(defaults.offsets_retention_ms / 60_000);
+    let invalid = |name, value: String, reason| ConfigError::Invalid {
+        name,
+        value,
+        reason,
+    };
+    if delay < 0 {
+        return Err(invalid(
+            "group_initial_rebalance_delay_ms",
+            delay.to_string(),
+            "must not be negative",
+        ));
+    }
+    if min <= 0 || max < min {
+        return Err(invalid(
+            "group_min_session_timeout_ms",
+            format!("{min}..{max}"),
+            "must be positive and at most group_max_session_timeout_ms",
+        ));
+    }
+    if retention_minutes <= 0 {
+        return Err(invalid(
+            "offsets_retention_minutes",
+            retention_minutes.to_string(),
+            "must be positive",
+        ));
+    }
+    Ok(GroupConfig {
+        initial_rebalance_delay_ms: delay,
+        min_session_timeout_ms: min,
+        max_session_timeout_ms: max,
+        offsets_retention_ms: retention_minutes.saturating_mul(60_000),
+        ..defaults
+    })
 }
 
 fn parse_host_port(text: &str) -> Option<(String, u16)> {

@@ -1,6 +1,7 @@
 //! Broker errors, and the one place that turns any error into a Kafka error code.
 
 use chorus_storage::batch::BatchErrorKind;
+use chorus_coordinator::GroupError;
 use chorus_storage::LogError;
 use kafka_protocol::error::ResponseError;
 
@@ -70,6 +71,12 @@ pub enum BrokerError {
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
 
+    #[error(transparent)]
+    Group(#[from] chorus_coordinator::GroupError),
+
+    #[error("the group coordinator is not available")]
+    CoordinatorUnavailable,
+
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -96,6 +103,8 @@ impl BrokerError {
             BrokerError::UnsupportedResource(_) => ResponseError::InvalidRequest,
             BrokerError::InvalidConfigOperation(..) => ResponseError::InvalidConfig,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::Group(e) => group_error(e),
+            BrokerError::CoordinatorUnavailable => ResponseError::CoordinatorNotAvailable,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,
         }
     }
@@ -137,6 +146,28 @@ fn log_error(e: &LogError) -> ResponseError {
         LogError::InvalidPartitionCount { .. } => ResponseError::InvalidPartitions,
         // Retriable: the client tries again once the broker is back.
         LogError::ShutDown => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+fn group_error(e: &GroupError) -> ResponseError {
+    match e {
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
+        GroupError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+        GroupError::MemberMetadataTooLarge { .. } => ResponseError::InvalidRequest,
+        GroupError::GroupMaxSizeReached { .. } => ResponseError::GroupMaxSizeReached,
+        GroupError::GroupIdNotFound { .. } => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
+        // What Kafka answers an admin commit to an active group.
+        GroupError::NotEmptyForOutsideCommit { .. } => ResponseError::UnknownMemberId,
+        GroupError::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod groups;
 pub mod handler;
 pub mod partition;
 pub mod producer_id;

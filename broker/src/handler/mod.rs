@@ -9,18 +9,28 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +67,16 @@ pub const APIS: &[(ApiKey, VersionRange)] = &[
         incremental_alter_configs::VERSIONS,
     ),
     (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    (ApiKey::JoinGroup, join_group::VERSIONS),
+    (ApiKey::SyncGroup, sync_group::VERSIONS),
+    (ApiKey::Heartbeat, heartbeat::VERSIONS),
+    (ApiKey::LeaveGroup, leave_group::VERSIONS),
+    (ApiKey::OffsetCommit, offset_commit::VERSIONS),
+    (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
+    (ApiKey::ListGroups, list_groups::VERSIONS),
+    (ApiKey::DescribeGroups, describe_groups::VERSIONS),
+    (ApiKey::DeleteGroups, delete_groups::VERSIONS),
+    (ApiKey::OffsetDelete, offset_delete::VERSIONS),
 ];
 
 /// The versions served for `api`, if it is implemented.
@@ -125,6 +145,16 @@ pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Handled,
         ApiKey::CreatePartitions => route!(create_partitions),
         ApiKey::IncrementalAlterConfigs => route!(incremental_alter_configs),
         ApiKey::DescribeCluster => route!(describe_cluster),
+        ApiKey::JoinGroup => route!(join_group),
+        ApiKey::SyncGroup => route!(sync_group),
+        ApiKey::Heartbeat => route!(heartbeat),
+        ApiKey::LeaveGroup => route!(leave_group),
+        ApiKey::OffsetCommit => route!(offset_commit),
+        ApiKey::OffsetFetch => route!(offset_fetch),
+        ApiKey::ListGroups => route!(list_groups),
+        ApiKey::DescribeGroups => route!(describe_groups),
+        ApiKey::DeleteGroups => route!(delete_groups),
+        ApiKey::OffsetDelete => route!(offset_delete),
         other => Err(FrameError::UnknownApiKey(other as i16)),
     }
 }

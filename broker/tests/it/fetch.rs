@@ -207,7 +207,12 @@ async fn fetch_by_topic_id_in_v13_and_later() {
             &MetadataRequest::default().with_topics(None),
         )
         .await;
-    let id = meta.topics[0].topic_id;
+    let id = meta
+        .topics
+        .iter()
+        .find(|t| t.name.as_deref().is_some_and(|n| n.as_str() == "by-id"))
+        .unwrap()
+        .topic_id;
     let mut request = fetch("", 0, 0, 1, 1 << 20);
     request.topics[0].topic_id = id;
     let resp: FetchResponse = wire.call(ApiKey::Fetch, 16, &request).await;

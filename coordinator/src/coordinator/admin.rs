@@ -56,6 +56,9 @@ impl Coordinator {
 
     /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
     pub fn delete_group(&mut self, group_id: &str, fx: &mut Effects) -> Result<(), GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
         let g = self
             .groups
             .get(group_id)

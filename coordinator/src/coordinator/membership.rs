@@ -492,6 +492,9 @@ impl Coordinator {
         req: SyncRequest,
         fx: &mut Effects,
     ) -> Result<(), GroupError> {
+        if req.group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
         let g = self
             .groups
             .get_mut(&req.group_id)
@@ -570,6 +573,9 @@ impl Coordinator {
     // ---------------------------------------------------------------- Heartbeat, LeaveGroup
 
     pub fn heartbeat(&mut self, now: Millis, req: &HeartbeatRequest) -> Result<(), GroupError> {
+        if req.group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
         let g = self
             .groups
             .get_mut(&req.group_id)
@@ -619,6 +625,9 @@ impl Coordinator {
         leaving: &LeaveMember,
         fx: &mut Effects,
     ) -> Result<(), GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
         let unknown = || GroupError::UnknownMemberId {
             member_id: leaving.member_id.clone(),
         };
