@@ -48,7 +48,12 @@ impl Broker {
         let mut offsets = Vec::new();
         for index in 0..offsets_partitions as i32 {
             let log = logs.log(OFFSETS_TOPIC, index)?;
-            let p = Arc::new(Partition::new(OFFSETS_TOPIC.into(), index, offsets_meta.id, log));
+            let p = Arc::new(Partition::new(
+                OFFSETS_TOPIC.into(),
+                index,
+                offsets_meta.id,
+                log,
+            ));
             partitions.insert((OFFSETS_TOPIC.to_string(), index), p.clone());
             offsets.push(p);
         }

@@ -1,7 +1,7 @@
 //! Broker errors, and the one place that turns any error into a Kafka error code.
 
-use chorus_storage::batch::BatchErrorKind;
 use chorus_coordinator::GroupError;
+use chorus_storage::batch::BatchErrorKind;
 use chorus_storage::LogError;
 use kafka_protocol::error::ResponseError;
 

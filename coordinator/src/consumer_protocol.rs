@@ -77,11 +77,17 @@ mod tests {
     #[test]
     fn subscriptions_and_assignments_round_trip() {
         let topics = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(subscription_topics(&encode_subscription(&topics)).unwrap(), topics);
+        assert_eq!(
+            subscription_topics(&encode_subscription(&topics)).unwrap(),
+            topics
+        );
         let mut asg = BTreeMap::new();
         asg.insert("a".to_string(), vec![0, 2]);
         asg.insert("b".to_string(), vec![1]);
-        assert_eq!(assignment_partitions(&encode_assignment(&asg)).unwrap(), asg);
+        assert_eq!(
+            assignment_partitions(&encode_assignment(&asg)).unwrap(),
+            asg
+        );
         assert!(assignment_partitions(&[]).unwrap().is_empty());
         assert!(subscription_topics(&[0, 0, 0, 0, 0, 5]).is_err());
     }

@@ -187,7 +187,9 @@ impl ClassicGroup {
             return false;
         }
         let candidates = self.candidate_protocols();
-        protocols.iter().any(|p| candidates.contains(&p.name.as_str()))
+        protocols
+            .iter()
+            .any(|p| candidates.contains(&p.name.as_str()))
     }
 
     /// Kafka's vote: each member votes for its most preferred candidate; most votes wins

@@ -49,7 +49,9 @@ pub struct Round<'a> {
 
 impl std::fmt::Debug for Round<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Round").field("now", &self.now).finish_non_exhaustive()
+        f.debug_struct("Round")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
     }
 }
 

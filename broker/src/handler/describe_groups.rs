@@ -42,7 +42,11 @@ pub async fn handle(
             let groups = request
                 .groups
                 .into_iter()
-                .map(|g| DescribedGroup::default().with_group_id(g).with_error_code(e.code()))
+                .map(|g| {
+                    DescribedGroup::default()
+                        .with_group_id(g)
+                        .with_error_code(e.code())
+                })
                 .collect();
             return DescribeGroupsResponse::default().with_groups(groups);
         }

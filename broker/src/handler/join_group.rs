@@ -52,7 +52,9 @@ pub async fn handle(
             .with_protocol_type(r.protocol_type.map(str_bytes))
             .with_protocol_name(name(r.protocol))
             .with_leader(str_bytes(r.leader))
-            .with_skip_assignment(r.skip_assignment)
+            // Only v9 has the field; an older static leader that rejoined runs its assignor
+            // and its SyncGroup, in a stable group, just gets the current assignment back.
+            .with_skip_assignment(r.skip_assignment && version >= 9)
             .with_member_id(str_bytes(r.member_id))
             .with_members(
                 r.members

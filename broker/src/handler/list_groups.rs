@@ -27,11 +27,7 @@ pub async fn handle(
     if !wanted_states.is_empty() && states.is_empty() {
         return ListGroupsResponse::default();
     }
-    let types: Vec<String> = request
-        .types_filter
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let types: Vec<String> = request.types_filter.iter().map(|s| s.to_string()).collect();
     let result = ctx
         .broker
         .groups

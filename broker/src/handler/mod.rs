@@ -112,10 +112,12 @@ impl RequestContext {
 pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Handled, FrameError> {
     let (api, version) = (frame.api, frame.version);
     let correlation_id = frame.header.correlation_id;
+    tracing::trace!(peer = %ctx.peer, ?api, version, correlation_id, "request");
     macro_rules! route {
         ($module:ident) => {{
             let request = decode(&mut frame)?;
             let response = $module::handle(ctx, request, version).await;
+            tracing::trace!(peer = %ctx.peer, ?api, correlation_id, "answered");
             encode(api, version, correlation_id, &response).map(|r| Handled::Done(Some(r)))
         }};
     }

@@ -25,7 +25,12 @@ pub async fn handle(
     for topic in &request.topics {
         let mut row = Vec::new();
         for p in &topic.partitions {
-            match check(&ctx.broker, &topic.name, p.partition_index, p.committed_offset) {
+            match check(
+                &ctx.broker,
+                &topic.name,
+                p.partition_index,
+                p.committed_offset,
+            ) {
                 Ok(()) => {
                     row.push(Ok(offsets.len()));
                     offsets.push(CommitPartition {
@@ -100,11 +105,13 @@ fn check(broker: &Broker, topic: &str, partition: i32, offset: i64) -> Result<()
     let p = broker.partition(topic, partition)?;
     let end = p.log.log_end_offset();
     if !(0..=end).contains(&offset) {
-        return Err(BrokerError::Log(chorus_storage::LogError::OffsetOutOfRange {
-            requested: offset,
-            log_start: p.log.log_start_offset(),
-            log_end: end,
-        }));
+        return Err(BrokerError::Log(
+            chorus_storage::LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: p.log.log_start_offset(),
+                log_end: end,
+            },
+        ));
     }
     Ok(())
 }

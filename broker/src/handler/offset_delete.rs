@@ -40,7 +40,9 @@ pub async fn handle(
         .await;
     let results = match result {
         Ok(Ok(results)) => results,
-        Ok(Err(e)) => return OffsetDeleteResponse::default().with_error_code(BrokerError::Group(e).code()),
+        Ok(Err(e)) => {
+            return OffsetDeleteResponse::default().with_error_code(BrokerError::Group(e).code())
+        }
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
     };
     let mut results = results.into_iter();

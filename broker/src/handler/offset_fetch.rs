@@ -91,7 +91,11 @@ pub async fn handle(
 }
 
 /// The group-level error code and the offsets.
-async fn fetch(ctx: &RequestContext, group_id: String, wanted: Wanted) -> (i16, Vec<FetchedOffset>) {
+async fn fetch(
+    ctx: &RequestContext,
+    group_id: String,
+    wanted: Wanted,
+) -> (i16, Vec<FetchedOffset>) {
     if group_id.is_empty() {
         return (
             BrokerError::Group(chorus_coordinator::GroupError::InvalidGroupId).code(),

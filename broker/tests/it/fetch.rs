@@ -2,12 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use chorus_storage::batch::BatchBuilder;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::*;
 
 use crate::common::*;
-use crate::protocol::{create_topic, produce_request, topic};
+use crate::protocol::{create_topic, produce_request, record, topic};
 use crate::wire::Wire;
 
 fn fetch(
@@ -28,13 +27,6 @@ fn fetch(
             .with_partitions(vec![FetchPartition::default()
                 .with_fetch_offset(offset)
                 .with_partition_max_bytes(partition_max)])])
-}
-
-fn record(value: &[u8]) -> Vec<u8> {
-    BatchBuilder::new()
-        .record(None, Some(value), 1)
-        .build()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,8 @@ mod wire;
 mod admin;
 mod bad_input;
 mod fetch;
+mod group_protocol;
+mod groups;
 mod idempotence;
 mod kcat;
 mod protocol;

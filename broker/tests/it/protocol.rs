@@ -18,6 +18,14 @@ pub fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
+/// A batch of one record with `value`.
+pub fn record(value: &[u8]) -> Vec<u8> {
+    BatchBuilder::new()
+        .record(None, Some(value), 1)
+        .build()
+        .unwrap()
+}
+
 pub fn produce_request(name: &str, partition: i32, batch: Vec<u8>, acks: i16) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(acks)

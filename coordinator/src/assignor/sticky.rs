@@ -51,7 +51,10 @@ impl Assignor for StickyAssignor {
                 for &p in ps {
                     if (0..count).contains(&p) && !owner.contains_key(&(topic.as_str(), p)) {
                         owner.insert((topic.as_str(), p), member);
-                        owned.get_mut(member).expect("member").insert((topic.as_str(), p));
+                        owned
+                            .get_mut(member)
+                            .expect("member")
+                            .insert((topic.as_str(), p));
                     }
                 }
             }
@@ -76,7 +79,10 @@ impl Assignor for StickyAssignor {
                     .min_by_key(|m| (owned[**m].len(), **m))
                     .expect("non-empty");
                 owner.insert((topic.as_str(), p), least);
-                owned.get_mut(least).expect("member").insert((topic.as_str(), p));
+                owned
+                    .get_mut(least)
+                    .expect("member")
+                    .insert((topic.as_str(), p));
             }
         }
 

@@ -9,7 +9,6 @@ use crate::group::GroupState;
 use crate::record::Record;
 
 impl Coordinator {
-
     /// ListGroups, filtered by state and type (empty filters match everything).
     pub fn list_groups(&self, states: &[GroupState], types: &[String]) -> Vec<GroupListing> {
         self.groups

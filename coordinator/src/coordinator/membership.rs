@@ -12,7 +12,6 @@ use crate::record::Record;
 use crate::Millis;
 
 impl Coordinator {
-
     /// JoinGroup. The answer comes through `fx.replies` under `token`, now or when the
     /// rebalance completes.
     pub fn join(&mut self, now: Millis, token: Token, req: JoinRequest, fx: &mut Effects) {
@@ -190,7 +189,7 @@ impl Coordinator {
         if let Some(t) = member.awaiting_sync.take() {
             fx.replies.push((t, Reply::Sync(Err(fenced()))));
         }
-        let old_protocols = std::mem::replace(&mut member.protocols, req.protocols);
+        member.protocols = req.protocols;
         member.member_id = new_id.clone();
         member.client_id = req.client_id;
         member.client_host = req.client_host;
@@ -202,14 +201,10 @@ impl Coordinator {
         if g.is_leader(old_id) {
             g.leader = Some(new_id.clone());
         }
-        let unchanged = match &g.protocol {
-            Some(p) => {
-                old_protocols.iter().find(|x| &x.name == p).map(|x| &x.metadata)
-                    == member.protocols.iter().find(|x| &x.name == p).map(|x| &x.metadata)
-            }
-            None => false,
-        };
         g.members.insert(new_id.clone(), member);
+        // As in Kafka, only a change of the protocol the group would choose forces a
+        // rebalance; new metadata alone (say, no owned partitions after a restart) does not.
+        let unchanged = g.protocol.is_some() && g.select_protocol() == g.protocol;
         self.arm_session(&group_id, &new_id);
         let g = self.groups.get_mut(&group_id).expect("group exists");
         match g.state {
@@ -336,7 +331,13 @@ impl Coordinator {
         }
     }
 
-    pub(super) fn on_join_deadline(&mut self, now: Millis, group_id: &str, epoch: u64, fx: &mut Effects) {
+    pub(super) fn on_join_deadline(
+        &mut self,
+        now: Millis,
+        group_id: &str,
+        epoch: u64,
+        fx: &mut Effects,
+    ) {
         let delay = self.config.initial_rebalance_delay_ms;
         let Some(g) = self.groups.get_mut(group_id) else {
             return;
@@ -416,10 +417,7 @@ impl Coordinator {
                 fx.replies.push((t, Reply::Join(Ok(response))));
             }
         }
-        let (at, generation) = (
-            now + Millis::from(g.max_rebalance_timeout()),
-            g.generation,
-        );
+        let (at, generation) = (now + Millis::from(g.max_rebalance_timeout()), g.generation);
         for id in &ids {
             self.arm_session(group_id, id);
         }
@@ -461,7 +459,13 @@ impl Coordinator {
     }
 
     /// A member left or expired: remove it and let the group react.
-    pub(super) fn remove_member(&mut self, now: Millis, group_id: &str, member_id: &str, fx: &mut Effects) {
+    pub(super) fn remove_member(
+        &mut self,
+        now: Millis,
+        group_id: &str,
+        member_id: &str,
+        fx: &mut Effects,
+    ) {
         self.detach_member(group_id, member_id, fx);
         let Some(g) = self.groups.get(group_id) else {
             return;

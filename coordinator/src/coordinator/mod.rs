@@ -124,7 +124,8 @@ impl Coordinator {
                 for m in meta.members {
                     self.join_seq += 1;
                     if let Some(instance) = &m.instance_id {
-                        g.static_members.insert(instance.clone(), m.member_id.clone());
+                        g.static_members
+                            .insert(instance.clone(), m.member_id.clone());
                     }
                     g.members.insert(
                         m.member_id.clone(),
@@ -336,4 +337,3 @@ pub(crate) fn check_member(
     }
     Ok(())
 }
-

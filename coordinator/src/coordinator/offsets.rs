@@ -8,7 +8,6 @@ use crate::record::{CommittedOffset, Record};
 use crate::Millis;
 
 impl Coordinator {
-
     /// OffsetCommit. `Err` applies to every partition; otherwise one result per partition
     /// in order. The caller has already checked that topics exist and offsets are in range.
     pub fn commit_offsets(

@@ -48,20 +48,33 @@ fn check_complete(members: &[Subscriber], topics: &TopicPartitions, a: &GroupAss
                 Some(o) => {
                     assert_eq!(o.len(), 1, "{t}-{p} owned by {o:?}");
                     let m = members.iter().find(|m| m.member_id == o[0]).unwrap();
-                    assert!(m.topics.contains(t), "{t}-{p} given to non-subscriber {}", o[0]);
+                    assert!(
+                        m.topics.contains(t),
+                        "{t}-{p} given to non-subscriber {}",
+                        o[0]
+                    );
                 }
                 None => assert!(!subscribed, "{t}-{p} unassigned"),
             }
         }
     }
-    assert_eq!(owners.len(), owners.keys().filter(|(t, p)| topics.get(t).is_some_and(|n| p < n)).count());
+    assert_eq!(
+        owners.len(),
+        owners
+            .keys()
+            .filter(|(t, p)| topics.get(t).is_some_and(|n| p < n))
+            .count()
+    );
 }
 
 /// No partition could move to another subscriber of its topic and narrow a gap of two.
 fn check_balanced(members: &[Subscriber], a: &GroupAssignment) {
     for (m, ts) in a {
         for t in ts.keys() {
-            for other in members.iter().filter(|o| o.topics.contains(t) && o.member_id != *m) {
+            for other in members
+                .iter()
+                .filter(|o| o.topics.contains(t) && o.member_id != *m)
+            {
                 assert!(
                     load(a, m) <= load(a, &other.member_id) + 1,
                     "{m} has {} while {} (also on {t}) has {}",
@@ -75,12 +88,18 @@ fn check_balanced(members: &[Subscriber], a: &GroupAssignment) {
 }
 
 fn topic_map(counts: &[i32]) -> TopicPartitions {
-    counts.iter().enumerate().map(|(i, n)| (format!("t{i}"), *n)).collect()
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("t{i}"), *n))
+        .collect()
 }
 
 fn moved(before: &GroupAssignment, after: &GroupAssignment) -> usize {
     let (b, a) = (owners(before), owners(after));
-    a.iter().filter(|(tp, o)| b.get(*tp).is_some_and(|x| x != *o)).count()
+    a.iter()
+        .filter(|(tp, o)| b.get(*tp).is_some_and(|x| x != *o))
+        .count()
 }
 
 proptest! {

@@ -12,30 +12,51 @@ fn bad_joins_are_refused_and_leave_other_groups_alone() {
     let before = h.c.persisted_view();
 
     let cases: Vec<(JoinRequest, fn(&GroupError) -> bool)> = vec![
-        (join_request("", "", "c"), |e| *e == GroupError::InvalidGroupId),
+        (join_request("", "", "c"), |e| {
+            *e == GroupError::InvalidGroupId
+        }),
         (
-            JoinRequest { session_timeout_ms: 10, ..join_request("bad", "", "c") },
+            JoinRequest {
+                session_timeout_ms: 10,
+                ..join_request("bad", "", "c")
+            },
             |e| matches!(e, GroupError::InvalidSessionTimeout { given: 10, .. }),
         ),
         (
-            JoinRequest { protocols: vec![], ..join_request("bad", "", "c") },
-            |e| *e == GroupError::InconsistentGroupProtocol,
-        ),
-        (
-            JoinRequest { protocol_type: String::new(), ..join_request("bad", "", "c") },
+            JoinRequest {
+                protocols: vec![],
+                ..join_request("bad", "", "c")
+            },
             |e| *e == GroupError::InconsistentGroupProtocol,
         ),
         (
             JoinRequest {
-                protocols: vec![Protocol { name: "range".into(), metadata: Bytes::from(vec![0u8; 2 << 20]) }],
+                protocol_type: String::new(),
+                ..join_request("bad", "", "c")
+            },
+            |e| *e == GroupError::InconsistentGroupProtocol,
+        ),
+        (
+            JoinRequest {
+                protocols: vec![Protocol {
+                    name: "range".into(),
+                    metadata: Bytes::from(vec![0u8; 2 << 20]),
+                }],
                 ..join_request("bad", "", "c")
             },
             |e| matches!(e, GroupError::MemberMetadataTooLarge { .. }),
         ),
-        (join_request("bad", "never-issued", "c"), |e| matches!(e, GroupError::UnknownMemberId { .. })),
-        (join_request("good", "never-issued", "c"), |e| matches!(e, GroupError::UnknownMemberId { .. })),
+        (join_request("bad", "never-issued", "c"), |e| {
+            matches!(e, GroupError::UnknownMemberId { .. })
+        }),
+        (join_request("good", "never-issued", "c"), |e| {
+            matches!(e, GroupError::UnknownMemberId { .. })
+        }),
         (
-            JoinRequest { protocol_type: "connect".into(), ..join_request("good", "", "c") },
+            JoinRequest {
+                protocol_type: "connect".into(),
+                ..join_request("good", "", "c")
+            },
             |e| *e == GroupError::InconsistentGroupProtocol,
         ),
     ];
@@ -44,7 +65,10 @@ fn bad_joins_are_refused_and_leave_other_groups_alone() {
         let err = h.take_join(t).expect_err("refused");
         assert!(expected(&err), "{req:?} answered {err:?}");
     }
-    assert!(h.c.group("bad").is_none(), "a refused join does not create a group");
+    assert!(
+        h.c.group("bad").is_none(),
+        "a refused join does not create a group"
+    );
     assert_eq!(h.c.persisted_view(), before);
     assert_eq!(h.state("good"), GroupState::Stable);
     h.heartbeat("good", generation, &ids[0]).unwrap();
@@ -53,17 +77,32 @@ fn bad_joins_are_refused_and_leave_other_groups_alone() {
 #[test]
 fn requests_for_unknown_groups_are_errors_not_new_groups() {
     let mut h = Harness::new();
-    assert!(matches!(h.heartbeat("nope", 1, "m"), Err(GroupError::UnknownMemberId { .. })));
+    assert!(matches!(
+        h.heartbeat("nope", 1, "m"),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
     let t = h.sync(sync_request("nope", 1, "m", vec![]));
-    assert!(matches!(h.take_sync(t), Err(GroupError::UnknownMemberId { .. })));
-    assert!(matches!(h.leave("nope", "m"), Err(GroupError::UnknownMemberId { .. })));
+    assert!(matches!(
+        h.take_sync(t),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    assert!(matches!(
+        h.leave("nope", "m"),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
     assert!(matches!(
         h.commit("nope", 3, "m", &[("t", 0, 1)]),
         Err(GroupError::IllegalGeneration { .. })
     ));
-    assert_eq!(h.commit("", -1, "", &[("t", 0, 1)]), Err(GroupError::InvalidGroupId));
+    assert_eq!(
+        h.commit("", -1, "", &[("t", 0, 1)]),
+        Err(GroupError::InvalidGroupId)
+    );
     let mut fx = Effects::default();
-    assert!(matches!(h.c.delete_group("nope", &mut fx), Err(GroupError::GroupIdNotFound { .. })));
+    assert!(matches!(
+        h.c.delete_group("nope", &mut fx),
+        Err(GroupError::GroupIdNotFound { .. })
+    ));
     assert!(h.c.describe_group("nope").is_none());
     assert_eq!(h.c.groups().count(), 0);
     assert!(fx.records.is_empty());

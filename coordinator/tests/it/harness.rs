@@ -86,7 +86,12 @@ impl Harness {
         t
     }
 
-    pub fn heartbeat(&mut self, group: &str, generation: i32, member: &str) -> Result<(), GroupError> {
+    pub fn heartbeat(
+        &mut self,
+        group: &str,
+        generation: i32,
+        member: &str,
+    ) -> Result<(), GroupError> {
         self.c.heartbeat(
             self.now,
             &HeartbeatRequest {
@@ -182,8 +187,9 @@ impl Harness {
     /// Forms a stable group of `n` members: joins, waits out the initial delay, syncs with a
     /// trivial assignment. Returns the member ids (leader first) and the generation.
     pub fn stable_group(&mut self, group: &str, n: usize) -> (Vec<String>, i32) {
-        let joined: Vec<(Token, String)> =
-            (0..n).map(|i| self.join_new(group, &format!("c{i}"))).collect();
+        let joined: Vec<(Token, String)> = (0..n)
+            .map(|i| self.join_new(group, &format!("c{i}")))
+            .collect();
         // Members arriving during the initial delay extend it, one delay at a time.
         while !joined.iter().all(|(t, _)| self.answered(*t)) {
             self.advance(Millis::from(DELAY));
@@ -199,7 +205,12 @@ impl Harness {
         }
         let leader = leader.expect("a leader");
         let ids: Vec<String> = std::iter::once(leader.clone())
-            .chain(joined.iter().map(|(_, id)| id.clone()).filter(|id| *id != leader))
+            .chain(
+                joined
+                    .iter()
+                    .map(|(_, id)| id.clone())
+                    .filter(|id| *id != leader),
+            )
             .collect();
         let assignments = ids
             .iter()

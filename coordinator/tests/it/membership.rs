@@ -28,11 +28,18 @@ fn members_arriving_during_the_initial_delay_extend_it_and_join_one_generation()
     h.advance(Millis::from(DELAY) - 10);
     let (t2, _) = h.join_new("g", "c2");
     h.advance(10);
-    assert!(!h.answered(t1), "a new member arrived: the delay is extended");
+    assert!(
+        !h.answered(t1),
+        "a new member arrived: the delay is extended"
+    );
     h.advance(Millis::from(DELAY));
     let (a, b) = (h.take_join(t1).unwrap(), h.take_join(t2).unwrap());
     assert_eq!((a.generation, b.generation), (1, 1));
-    assert_eq!(a.members.len() + b.members.len(), 2, "only the leader gets members");
+    assert_eq!(
+        a.members.len() + b.members.len(),
+        2,
+        "only the leader gets members"
+    );
 }
 
 #[test]
@@ -55,8 +62,14 @@ fn leader_sync_makes_the_group_stable_and_answers_waiting_followers() {
             (follower.clone(), Bytes::from_static(b"F")),
         ],
     ));
-    assert_eq!(h.take_sync(tl).unwrap().assignment, Bytes::from_static(b"L"));
-    assert_eq!(h.take_sync(tf).unwrap().assignment, Bytes::from_static(b"F"));
+    assert_eq!(
+        h.take_sync(tl).unwrap().assignment,
+        Bytes::from_static(b"L")
+    );
+    assert_eq!(
+        h.take_sync(tf).unwrap().assignment,
+        Bytes::from_static(b"F")
+    );
     assert_eq!(h.state("g"), GroupState::Stable);
     assert!(
         h.records.iter().any(|r| matches!(r, Record::Group { value: Some(m), .. } if m.generation == 1 && m.members.len() == 2)),
@@ -64,7 +77,10 @@ fn leader_sync_makes_the_group_stable_and_answers_waiting_followers() {
     );
     // A sync in a stable group answers the member's assignment again.
     let again = h.sync(sync_request("g", 1, &follower, vec![]));
-    assert_eq!(h.take_sync(again).unwrap().assignment, Bytes::from_static(b"F"));
+    assert_eq!(
+        h.take_sync(again).unwrap().assignment,
+        Bytes::from_static(b"F")
+    );
 }
 
 #[test]
@@ -73,7 +89,10 @@ fn a_new_member_rebalances_a_stable_group_as_soon_as_everyone_rejoined() {
     let (ids, generation) = h.stable_group("g", 2);
     let (t_new, _) = h.join_new("g", "c9");
     assert_eq!(h.state("g"), GroupState::PreparingRebalance);
-    assert_eq!(h.heartbeat("g", generation, &ids[1]), Err(GroupError::RebalanceInProgress));
+    assert_eq!(
+        h.heartbeat("g", generation, &ids[1]),
+        Err(GroupError::RebalanceInProgress)
+    );
     let t0 = h.join(join_request("g", &ids[0], "c0"));
     assert!(!h.answered(t0));
     let t1 = h.join(join_request("g", &ids[1], "c1"));
@@ -106,7 +125,12 @@ fn leave_rebalances_and_the_rest_complete_when_they_rejoin() {
     h.take_join(t1).unwrap();
     assert_eq!(r0.generation, generation + 1);
     assert_eq!(r0.members.len(), 2);
-    assert_eq!(h.leave("g", &ids[2]), Err(GroupError::UnknownMemberId { member_id: ids[2].clone() }));
+    assert_eq!(
+        h.leave("g", &ids[2]),
+        Err(GroupError::UnknownMemberId {
+            member_id: ids[2].clone()
+        })
+    );
 }
 
 #[test]
@@ -117,10 +141,16 @@ fn a_silent_member_expires_after_its_session_timeout() {
         h.advance(Millis::from(SESSION) / 2);
         let _ = h.heartbeat("g", generation, &ids[0]);
     }
-    assert_eq!(h.state("g"), GroupState::PreparingRebalance, "ids[1] never heartbeated");
+    assert_eq!(
+        h.state("g"),
+        GroupState::PreparingRebalance,
+        "ids[1] never heartbeated"
+    );
     assert_eq!(
         h.heartbeat("g", generation, &ids[1]),
-        Err(GroupError::UnknownMemberId { member_id: ids[1].clone() })
+        Err(GroupError::UnknownMemberId {
+            member_id: ids[1].clone()
+        })
     );
     let t = h.join(join_request("g", &ids[0], "c0"));
     let r = h.take_join(t).unwrap();
@@ -181,9 +211,10 @@ fn the_last_member_leaving_empties_the_group() {
     let (ids, _) = h.stable_group("g", 1);
     h.leave("g", &ids[0]).unwrap();
     assert_eq!(h.state("g"), GroupState::Empty);
-    assert!(h.records.iter().any(
-        |r| matches!(r, Record::Group { value: Some(m), .. } if m.members.is_empty())
-    ));
+    assert!(h
+        .records
+        .iter()
+        .any(|r| matches!(r, Record::Group { value: Some(m), .. } if m.members.is_empty())));
 }
 
 #[test]
@@ -194,16 +225,26 @@ fn delete_takes_an_empty_group_to_dead_and_refuses_a_live_one() {
     let mut fx = Effects::default();
     assert_eq!(
         h.c.delete_group("g", &mut fx),
-        Err(GroupError::NonEmptyGroup { group_id: "g".into() })
+        Err(GroupError::NonEmptyGroup {
+            group_id: "g".into()
+        })
     );
     h.leave("g", &ids[0]).unwrap();
     h.c.delete_group("g", &mut fx).unwrap();
     assert_eq!(h.state("g"), GroupState::Dead);
-    assert!(fx.records.contains(&Record::Group { group: "g".into(), value: None }));
-    assert!(fx.records.iter().any(|r| matches!(r, Record::Offset { value: None, .. })));
+    assert!(fx.records.contains(&Record::Group {
+        group: "g".into(),
+        value: None
+    }));
+    assert!(fx
+        .records
+        .iter()
+        .any(|r| matches!(r, Record::Offset { value: None, .. })));
     assert_eq!(
         h.c.delete_group("g", &mut fx),
-        Err(GroupError::GroupIdNotFound { group_id: "g".into() })
+        Err(GroupError::GroupIdNotFound {
+            group_id: "g".into()
+        })
     );
 }
 
@@ -213,19 +254,31 @@ fn fencing_errors_for_stale_generation_unknown_member_and_wrong_protocol() {
     let (ids, generation) = h.stable_group("g", 2);
     assert_eq!(
         h.heartbeat("g", generation - 1, &ids[0]),
-        Err(GroupError::IllegalGeneration { given: generation - 1, current: generation })
+        Err(GroupError::IllegalGeneration {
+            given: generation - 1,
+            current: generation
+        })
     );
     assert_eq!(
         h.heartbeat("g", generation, "never-issued"),
-        Err(GroupError::UnknownMemberId { member_id: "never-issued".into() })
+        Err(GroupError::UnknownMemberId {
+            member_id: "never-issued".into()
+        })
     );
     let t = h.sync(sync_request("g", generation + 5, &ids[0], vec![]));
-    assert!(matches!(h.take_sync(t), Err(GroupError::IllegalGeneration { .. })));
+    assert!(matches!(
+        h.take_sync(t),
+        Err(GroupError::IllegalGeneration { .. })
+    ));
     let mut other = join_request("g", "", "x");
     other.protocol_type = "connect".into();
     let t = h.join(other);
     assert_eq!(h.take_join(t), Err(GroupError::InconsistentGroupProtocol));
-    assert_eq!(h.state("g"), GroupState::Stable, "bad requests change nothing");
+    assert_eq!(
+        h.state("g"),
+        GroupState::Stable,
+        "bad requests change nothing"
+    );
 }
 
 fn static_join(group: &str, member: &str, instance: &str) -> JoinRequest {
@@ -243,7 +296,11 @@ fn a_restarted_static_member_gets_its_assignment_back_without_a_rebalance() {
     h.advance(Millis::from(DELAY) * 2);
     let r1 = h.take_join(t1).unwrap();
     let r2 = h.take_join(t2).unwrap();
-    let (leader, follower) = if r1.leader == r1.member_id { (r1, r2) } else { (r2, r1) };
+    let (leader, follower) = if r1.leader == r1.member_id {
+        (r1, r2)
+    } else {
+        (r2, r1)
+    };
     let ts = h.sync(sync_request("g", 1, &follower.member_id, vec![]));
     let tl = h.sync(sync_request(
         "g",
@@ -258,7 +315,11 @@ fn a_restarted_static_member_gets_its_assignment_back_without_a_rebalance() {
     h.take_sync(tl).unwrap();
 
     // The follower restarts: it rejoins with its instance id and no member id.
-    let instance = if follower.member_id.starts_with("i1") { "i1" } else { "i2" };
+    let instance = if follower.member_id.starts_with("i1") {
+        "i1"
+    } else {
+        "i2"
+    };
     let t = h.join(static_join("g", "", instance));
     let rejoined = h.take_join(t).unwrap();
     assert_eq!(rejoined.generation, 1, "no new generation");
@@ -279,7 +340,12 @@ fn a_restarted_static_member_gets_its_assignment_back_without_a_rebalance() {
             instance_id: Some(instance.into()),
         },
     );
-    assert_eq!(stale, Err(GroupError::FencedInstanceId { instance_id: instance.into() }));
+    assert_eq!(
+        stale,
+        Err(GroupError::FencedInstanceId {
+            instance_id: instance.into()
+        })
+    );
 }
 
 #[test]
@@ -287,7 +353,10 @@ fn a_pending_member_that_never_rejoins_expires_and_does_not_block_the_group() {
     let mut h = Harness::new();
     let (ids, generation) = h.stable_group("g", 1);
     let t = h.join(join_request("g", "", "ghost"));
-    assert!(matches!(h.take_join(t), Err(GroupError::MemberIdRequired { .. })));
+    assert!(matches!(
+        h.take_join(t),
+        Err(GroupError::MemberIdRequired { .. })
+    ));
     // The ghost never comes back; the stable member is unaffected.
     for _ in 0..4 {
         h.advance(Millis::from(SESSION) / 3);
@@ -306,14 +375,26 @@ fn batch_leave_reports_each_member() {
         h.now,
         "g",
         &[
-            LeaveMember { member_id: ids[0].clone(), instance_id: None },
-            LeaveMember { member_id: "nobody".into(), instance_id: None },
-            LeaveMember { member_id: ids[1].clone(), instance_id: None },
+            LeaveMember {
+                member_id: ids[0].clone(),
+                instance_id: None,
+            },
+            LeaveMember {
+                member_id: "nobody".into(),
+                instance_id: None,
+            },
+            LeaveMember {
+                member_id: ids[1].clone(),
+                instance_id: None,
+            },
         ],
         &mut fx,
     );
     assert_eq!(results[0], Ok(()));
-    assert!(matches!(results[1], Err(GroupError::UnknownMemberId { .. })));
+    assert!(matches!(
+        results[1],
+        Err(GroupError::UnknownMemberId { .. })
+    ));
     assert_eq!(results[2], Ok(()));
     assert_eq!(h.state("g"), GroupState::Empty);
 }

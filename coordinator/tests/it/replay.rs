@@ -23,7 +23,8 @@ fn replayed(h: &Harness) -> Coordinator {
 fn replay_rebuilds_groups_offsets_and_deletions() {
     let mut h = Harness::new();
     let (ids, generation) = h.stable_group("live", 3);
-    h.commit("live", generation, &ids[1], &[("t", 0, 5), ("t", 1, 7)]).unwrap();
+    h.commit("live", generation, &ids[1], &[("t", 0, 5), ("t", 1, 7)])
+        .unwrap();
     h.commit("admin", -1, "", &[("t", 0, 1)]).unwrap();
     let (gone, _) = h.stable_group("gone", 1);
     h.commit("gone", 1, &gone[0], &[("t", 2, 2)]).unwrap();
@@ -49,11 +50,21 @@ fn a_replayed_stable_group_keeps_serving_its_members() {
     rebuilt
         .heartbeat(
             h.now,
-            &HeartbeatRequest { group_id: "g".into(), generation, member_id: ids[1].clone(), instance_id: None },
+            &HeartbeatRequest {
+                group_id: "g".into(),
+                generation,
+                member_id: ids[1].clone(),
+                instance_id: None,
+            },
         )
         .unwrap();
     let mut fx = Effects::default();
-    rebuilt.sync(h.now, 1, sync_request("g", generation, &ids[1], vec![]), &mut fx);
+    rebuilt.sync(
+        h.now,
+        1,
+        sync_request("g", generation, &ids[1], vec![]),
+        &mut fx,
+    );
     match &fx.replies[0] {
         (1, Reply::Sync(Ok(r))) => assert_eq!(r.assignment, Bytes::from(format!("asg-{}", ids[1]))),
         other => panic!("unexpected {other:?}"),
@@ -150,12 +161,11 @@ proptest! {
 
 /// Every member of a rebalancing group rejoins.
 fn rejoin_everyone(h: &mut Harness) {
-    let waiting: Vec<(String, String)> = h
-        .c
-        .groups()
-        .filter(|g| g.state == GroupState::PreparingRebalance)
-        .flat_map(|g| g.members.keys().map(move |m| (g.id.clone(), m.clone())))
-        .collect();
+    let waiting: Vec<(String, String)> =
+        h.c.groups()
+            .filter(|g| g.state == GroupState::PreparingRebalance)
+            .flat_map(|g| g.members.keys().map(move |m| (g.id.clone(), m.clone())))
+            .collect();
     for (g, m) in waiting {
         h.join(join_request(&g, &m, "c"));
     }
@@ -163,18 +173,27 @@ fn rejoin_everyone(h: &mut Harness) {
 
 /// In every group completing a rebalance, followers then the leader sync.
 fn sync_everyone(h: &mut Harness) {
-    let groups: Vec<(String, i32, Option<String>, Vec<String>)> = h
-        .c
-        .groups()
-        .filter(|g| g.state == GroupState::CompletingRebalance)
-        .map(|g| (g.id.clone(), g.generation, g.leader.clone(), g.members.keys().cloned().collect()))
-        .collect();
+    let groups: Vec<(String, i32, Option<String>, Vec<String>)> =
+        h.c.groups()
+            .filter(|g| g.state == GroupState::CompletingRebalance)
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.generation,
+                    g.leader.clone(),
+                    g.members.keys().cloned().collect(),
+                )
+            })
+            .collect();
     for (g, generation, leader, members) in groups {
         for m in members.iter().filter(|m| Some(*m) != leader.as_ref()) {
             h.sync(sync_request(&g, generation, m, vec![]));
         }
         if let Some(l) = leader {
-            let assignments = members.iter().map(|m| (m.clone(), Bytes::from(m.clone()))).collect();
+            let assignments = members
+                .iter()
+                .map(|m| (m.clone(), Bytes::from(m.clone())))
+                .collect();
             h.sync(sync_request(&g, generation, &l, assignments));
         }
     }
