@@ -81,7 +81,7 @@ impl GroupService {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("chorus-coordinator".into())
-            .spawn(move || run(coordinator, partitions, rx))
+            .spawn(move || run(coordinator, &partitions, &rx))
             .map_err(|_| BrokerError::Internal("could not start the coordinator thread"))?;
         Ok(GroupService {
             tx: Mutex::new(tx),
@@ -181,7 +181,7 @@ fn now_ms() -> Millis {
 }
 
 /// The coordinator thread: wait for jobs or the next timer, apply, persist, answer.
-fn run(mut coordinator: Coordinator, partitions: Vec<Arc<Partition>>, rx: mpsc::Receiver<Message>) {
+fn run(mut coordinator: Coordinator, partitions: &[Arc<Partition>], rx: &mpsc::Receiver<Message>) {
     let mut waiting: HashMap<Token, oneshot::Sender<Option<Reply>>> = HashMap::new();
     let mut next_token: Token = 0;
     let mut jobs: Vec<Job> = Vec::new();
@@ -221,7 +221,7 @@ fn run(mut coordinator: Coordinator, partitions: Vec<Arc<Partition>>, rx: mpsc::
             }
         }
         coordinator.tick(now, &mut fx);
-        let persisted = match offsets_topic::persist(&partitions, &fx.records, now) {
+        let persisted = match offsets_topic::persist(partitions, &fx.records, now) {
             Ok(()) => true,
             Err(e) => {
                 // The answers say "coordinator not available"; clients retry. What was

@@ -49,10 +49,13 @@ pub fn partition_for(group: &str, partitions: usize) -> usize {
     non_negative as usize % partitions.max(1)
 }
 
+/// An encoded record: key and value (`None`: tombstone).
+type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
 /// Appends `records` to their groups' partitions and waits for the durability the topic's
 /// flush policy asks for. Blocking.
 pub fn persist(partitions: &[Arc<Partition>], records: &[Record], now: Millis) -> Result<()> {
-    let mut per_partition: BTreeMap<usize, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+    let mut per_partition: BTreeMap<usize, Vec<KeyValue>> = BTreeMap::new();
     for r in records {
         per_partition
             .entry(partition_for(r.group(), partitions.len()))

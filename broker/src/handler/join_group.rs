@@ -73,13 +73,17 @@ pub async fn handle(
                 GroupError::MemberIdRequired { member_id } => member_id.clone(),
                 _ => member_id,
             };
-            failed(BrokerError::Group(e), member_id, name(None))
+            failed(&BrokerError::Group(e), member_id, name(None))
         }
-        Err(e) => failed(e, member_id, name(None)),
+        Err(e) => failed(&e, member_id, name(None)),
     }
 }
 
-fn failed(e: BrokerError, member_id: String, protocol_name: Option<StrBytes>) -> JoinGroupResponse {
+fn failed(
+    e: &BrokerError,
+    member_id: String,
+    protocol_name: Option<StrBytes>,
+) -> JoinGroupResponse {
     JoinGroupResponse::default()
         .with_error_code(e.code())
         .with_generation_id(-1)

@@ -32,11 +32,11 @@ pub async fn handle(
             .with_protocol_type(r.protocol_type.map(str_bytes))
             .with_protocol_name(r.protocol.map(str_bytes))
             .with_assignment(r.assignment),
-        Ok(Err(e)) => failed(BrokerError::Group(e)),
-        Err(e) => failed(e),
+        Ok(Err(e)) => failed(&BrokerError::Group(e)),
+        Err(e) => failed(&e),
     }
 }
 
-fn failed(e: BrokerError) -> SyncGroupResponse {
+fn failed(e: &BrokerError) -> SyncGroupResponse {
     SyncGroupResponse::default().with_error_code(e.code())
 }

@@ -87,7 +87,7 @@ impl Coordinator {
             let existing = self.groups[&group_id].static_member(instance).cloned();
             if let Some(old_id) = existing {
                 let new_id = self.next_member_id(instance);
-                return self.replace_static_member(now, token, &old_id, new_id, req, fx);
+                return self.replace_static_member(now, token, &old_id, &new_id, req, fx);
             }
         }
         let g = &self.groups[&group_id];
@@ -101,7 +101,7 @@ impl Coordinator {
         } else {
             &req.client_id
         };
-        let member_id = self.next_member_id(&prefix.to_string());
+        let member_id = self.next_member_id(prefix);
         if req.instance_id.is_none() && req.require_known_member_id {
             let g = self.groups.get_mut(&group_id).expect("group exists");
             g.pending_members
@@ -115,7 +115,7 @@ impl Coordinator {
             );
             return Err(GroupError::MemberIdRequired { member_id });
         }
-        self.add_member(now, token, member_id, req, fx);
+        self.add_member(now, token, &member_id, req, fx);
         Ok(())
     }
 
@@ -123,10 +123,11 @@ impl Coordinator {
         &mut self,
         now: Millis,
         token: Token,
-        member_id: String,
+        member_id: &str,
         req: JoinRequest,
         fx: &mut Effects,
     ) {
+        let member_id = member_id.to_string();
         self.join_seq += 1;
         let g = self.groups.get_mut(&req.group_id).expect("group exists");
         g.pending_members.remove(&member_id);
@@ -172,7 +173,7 @@ impl Coordinator {
         now: Millis,
         token: Token,
         old_id: &str,
-        new_id: String,
+        new_id: &str,
         req: JoinRequest,
         fx: &mut Effects,
     ) -> Result<(), GroupError> {
@@ -190,28 +191,28 @@ impl Coordinator {
             fx.replies.push((t, Reply::Sync(Err(fenced()))));
         }
         member.protocols = req.protocols;
-        member.member_id = new_id.clone();
+        member.member_id = new_id.to_string();
         member.client_id = req.client_id;
         member.client_host = req.client_host;
         member.session_timeout_ms = req.session_timeout_ms;
         member.rebalance_timeout_ms = req.rebalance_timeout_ms;
         member.last_heartbeat = now;
         member.timer_at = None;
-        g.static_members.insert(instance, new_id.clone());
+        g.static_members.insert(instance, new_id.to_string());
         if g.is_leader(old_id) {
-            g.leader = Some(new_id.clone());
+            g.leader = Some(new_id.to_string());
         }
-        g.members.insert(new_id.clone(), member);
+        g.members.insert(new_id.to_string(), member);
         // As in Kafka, only a change of the protocol the group would choose forces a
         // rebalance; new metadata alone (say, no owned partitions after a restart) does not.
         let unchanged = g.protocol.is_some() && g.select_protocol() == g.protocol;
-        self.arm_session(&group_id, &new_id);
+        self.arm_session(&group_id, new_id);
         let g = self.groups.get_mut(&group_id).expect("group exists");
         match g.state {
             GroupState::Stable if unchanged => {
                 // Persist the new member id, then answer with the current generation.
-                let is_leader = g.is_leader(&new_id);
-                let response = join_response(g, &new_id, is_leader, is_leader);
+                let is_leader = g.is_leader(new_id);
+                let response = join_response(g, new_id, is_leader, is_leader);
                 fx.records.push(Record::Group {
                     group: group_id,
                     value: Some(g.metadata()),
@@ -219,11 +220,11 @@ impl Coordinator {
                 fx.replies.push((token, Reply::Join(Ok(response))));
             }
             GroupState::PreparingRebalance => {
-                g.members.get_mut(&new_id).expect("inserted").awaiting_join = Some(token);
+                g.members.get_mut(new_id).expect("inserted").awaiting_join = Some(token);
                 self.maybe_complete_join(now, &group_id, fx);
             }
             _ => {
-                g.members.get_mut(&new_id).expect("inserted").awaiting_join = Some(token);
+                g.members.get_mut(new_id).expect("inserted").awaiting_join = Some(token);
                 self.prepare_rebalance(now, &group_id, fx);
             }
         }
@@ -241,7 +242,7 @@ impl Coordinator {
         let g = self.groups.get_mut(&group_id).expect("group exists");
         if g.pending_members.contains_key(&req.member_id) {
             let member_id = req.member_id.clone();
-            self.add_member(now, token, member_id, req, fx);
+            self.add_member(now, token, &member_id, req, fx);
             return Ok(());
         }
         check_member(g, &req.member_id, req.instance_id.as_deref())?;

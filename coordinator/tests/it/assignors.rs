@@ -169,7 +169,7 @@ proptest! {
         let before_members = subscribers(before_n, &names, true, &[]);
         let before = StickyAssignor.assign(&before_members, &topics, &GroupAssignment::new());
         // Nothing changes: nothing moves.
-        prop_assert_eq!(StickyAssignor.assign(&before_members, &topics, &before), before.clone());
+        prop_assert_eq!(&StickyAssignor.assign(&before_members, &topics, &before), &before);
 
         let mut after_members: Vec<Subscriber> = before_members
             .iter()

@@ -11,7 +11,8 @@ fn bad_joins_are_refused_and_leave_other_groups_alone() {
     let (ids, generation) = h.stable_group("good", 2);
     let before = h.c.persisted_view();
 
-    let cases: Vec<(JoinRequest, fn(&GroupError) -> bool)> = vec![
+    type Expect = fn(&GroupError) -> bool;
+    let cases: Vec<(JoinRequest, Expect)> = vec![
         (join_request("", "", "c"), |e| {
             *e == GroupError::InvalidGroupId
         }),

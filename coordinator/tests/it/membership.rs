@@ -189,7 +189,7 @@ fn completing_rebalance_goes_back_to_preparing_when_a_member_never_syncs() {
     }
     assert_eq!(h.take_sync(tf), Err(GroupError::RebalanceInProgress));
     assert_eq!(h.state("g"), GroupState::PreparingRebalance);
-    assert!(h.c.group("g").unwrap().members.get(&leader).is_none());
+    assert!(!h.c.group("g").unwrap().members.contains_key(&leader));
 }
 
 #[test]
@@ -336,7 +336,7 @@ fn a_restarted_static_member_gets_its_assignment_back_without_a_rebalance() {
         &HeartbeatRequest {
             group_id: "g".into(),
             generation: 1,
-            member_id: follower.member_id.clone(),
+            member_id: follower.member_id,
             instance_id: Some(instance.into()),
         },
     );
