@@ -12,12 +12,10 @@
 //! Run: `cargo bench -p chorus-benches --bench kafka` (`CHORUS_BENCH_QUICK=1` for a short
 //! run, `CHORUS_BENCH_ONLY=produce,consume,durable,latency` to pick tables). It builds and starts `target/release/chorus` itself.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chorus_benches::{fsync_per_mib, median, percentile, print_table, size_label};
+use chorus_benches::{fsync_per_mib, median, percentile, print_table, size_label, Chorus};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -30,81 +28,6 @@ use rdkafka::{ClientContext, Message, TopicPartitionList};
 
 fn quick() -> bool {
     std::env::var_os("CHORUS_BENCH_QUICK").is_some()
-}
-
-/// A `chorus serve` child process with its own data directory.
-struct Chorus {
-    child: Child,
-    bootstrap: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Chorus {
-    fn start() -> Chorus {
-        let bin = chorus_binary();
-        let dir = tempfile::tempdir().expect("data dir");
-        let port = free_port();
-        let http = free_port();
-        let bootstrap = format!("127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen", &bootstrap])
-            .args(["--http-listen", &format!("127.0.0.1:{http}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "chorus did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Chorus {
-            child,
-            bootstrap,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Chorus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `target/release/chorus`, built first so it matches the sources.
-fn chorus_binary() -> PathBuf {
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "chorus-broker",
-            "--bin",
-            "chorus",
-            "--manifest-path",
-        ])
-        .arg(manifest)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building chorus failed");
-    let exe = std::env::current_exe().expect("bench path");
-    // target/release/deps/kafka-<hash> -> target/release/chorus
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|release| release.join("chorus"))
-        .expect("target directory")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Counts failed deliveries, so a run that lost messages is not reported as fast.

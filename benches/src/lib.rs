@@ -4,6 +4,8 @@
 //! and prints its own number next to it as a ratio, because absolute times on shared machines
 //! say little.
 
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs `f` and returns how long it took.
@@ -80,4 +82,87 @@ pub fn fsync_per_mib(dir: &std::path::Path, duration: Duration) -> f64 {
     let elapsed = start.elapsed();
     let _ = std::fs::remove_file(dir.join("fsync-reference"));
     mb_per_s(bytes, elapsed)
+}
+
+/// A `chorus serve` child process with its own data directory.
+#[derive(Debug)]
+pub struct Chorus {
+    child: Child,
+    pub bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Chorus {
+    pub fn start() -> Chorus {
+        Self::start_with(&[])
+    }
+
+    /// Builds (if needed) and starts `target/release/chorus` with `extra` flags, and waits
+    /// until it listens.
+    pub fn start_with(extra: &[&str]) -> Chorus {
+        let bin = chorus_binary();
+        let dir = tempfile::tempdir().expect("data dir");
+        let port = free_port();
+        let http = free_port();
+        let bootstrap = format!("127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", &bootstrap])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "chorus did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Chorus {
+            child,
+            bootstrap,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Chorus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/release/chorus`, built first so it matches the sources.
+fn chorus_binary() -> PathBuf {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "chorus-broker",
+            "--bin",
+            "chorus",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building chorus failed");
+    let exe = std::env::current_exe().expect("bench path");
+    // target/release/deps/kafka-<hash> -> target/release/chorus
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|release| release.join("chorus"))
+        .expect("target directory")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
