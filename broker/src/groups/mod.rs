@@ -102,23 +102,37 @@ impl GroupService {
             .map_err(|_| BrokerError::CoordinatorUnavailable)
     }
 
-    /// Runs `f` on the coordinator thread; its result comes back once the records it
-    /// produced are durable.
-    pub async fn call<T: Send + 'static>(
+    /// Queues `f` for the coordinator thread now, in call order, and returns a future of
+    /// its result, which resolves once the records `f` produced are durable. Handlers that
+    /// submit before they await let one connection keep several requests at the
+    /// coordinator at once without reordering them.
+    pub fn submit<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Round<'_>) -> T + Send + 'static,
-    ) -> Result<T> {
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.send(Box::new(move |round| {
+        let sent = self.send(Box::new(move |round| {
             let out = f(round);
             round.deliveries.push(Box::new(move |persisted| {
                 let _ = tx.send(persisted.then_some(out));
             }));
-        }))?;
-        rx.await
-            .ok()
-            .flatten()
-            .ok_or(BrokerError::CoordinatorUnavailable)
+        }));
+        async move {
+            sent?;
+            rx.await
+                .ok()
+                .flatten()
+                .ok_or(BrokerError::CoordinatorUnavailable)
+        }
+    }
+
+    /// Runs `f` on the coordinator thread and waits for its result (see
+    /// [`GroupService::submit`]).
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Round<'_>) -> T + Send + 'static,
+    ) -> Result<T> {
+        self.submit(f).await
     }
 
     /// Runs `f` with a fresh token and waits for the coordinator's reply under it (which

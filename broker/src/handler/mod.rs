@@ -121,6 +121,18 @@ pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Handled,
             encode(api, version, correlation_id, &response).map(|r| Handled::Done(Some(r)))
         }};
     }
+    // Handlers that queue their work when called and answer when awaited: the connection
+    // keeps several of them in flight (in order) rather than waiting for each.
+    macro_rules! queued {
+        ($module:ident) => {{
+            let request = decode(&mut frame)?;
+            let pending = $module::handle(ctx, request, version);
+            Ok(Handled::Later(Box::pin(async move {
+                let response = pending.await;
+                encode(api, version, correlation_id, &response).map(Some)
+            })))
+        }};
+    }
     match api {
         ApiKey::Produce => {
             let request = decode(&mut frame)?;
@@ -149,9 +161,9 @@ pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Handled,
         ApiKey::DescribeCluster => route!(describe_cluster),
         ApiKey::JoinGroup => route!(join_group),
         ApiKey::SyncGroup => route!(sync_group),
-        ApiKey::Heartbeat => route!(heartbeat),
+        ApiKey::Heartbeat => queued!(heartbeat),
         ApiKey::LeaveGroup => route!(leave_group),
-        ApiKey::OffsetCommit => route!(offset_commit),
+        ApiKey::OffsetCommit => queued!(offset_commit),
         ApiKey::OffsetFetch => route!(offset_fetch),
         ApiKey::ListGroups => route!(list_groups),
         ApiKey::DescribeGroups => route!(describe_groups),

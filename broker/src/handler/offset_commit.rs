@@ -1,6 +1,8 @@
 //! OffsetCommit: store a group's consumed positions. Topics, partitions and offsets are
 //! checked here against the logs; the coordinator checks membership and generation.
 
+use std::future::Future;
+
 use chorus_coordinator::{CommitPartition, CommitRequest};
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -14,11 +16,13 @@ use crate::error::BrokerError;
 
 pub const VERSIONS: VersionRange = OffsetCommitRequest::VERSIONS;
 
-pub async fn handle(
+/// Checks the partitions and queues the commit at once (see `GroupService::submit`); the
+/// future is the answer.
+pub fn handle(
     ctx: &RequestContext,
     request: OffsetCommitRequest,
     _version: i16,
-) -> OffsetCommitResponse {
+) -> impl Future<Output = OffsetCommitResponse> + Send + 'static {
     // Per partition: Ok(index into the coordinator's list) or the error found here.
     let mut checks: Vec<Vec<Result<usize, BrokerError>>> = Vec::new();
     let mut offsets = Vec::new();
@@ -57,11 +61,22 @@ pub async fn handle(
         instance_id: request.group_instance_id.map(|s| s.to_string()),
         offsets,
     };
-    let outcome = ctx
+    let pending = ctx
         .broker
         .groups
-        .call(move |r| r.coordinator.commit_offsets(r.now, req, r.fx))
-        .await;
+        .submit(move |r| r.coordinator.commit_offsets(r.now, req, r.fx));
+    async move { respond(request.topics, checks, pending.await) }
+}
+
+type Outcome = crate::error::Result<
+    Result<Vec<Result<(), chorus_coordinator::GroupError>>, chorus_coordinator::GroupError>,
+>;
+
+fn respond(
+    topics: Vec<kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic>,
+    checks: Vec<Vec<Result<usize, BrokerError>>>,
+    outcome: Outcome,
+) -> OffsetCommitResponse {
     // One code for every partition the coordinator saw, or one per partition.
     let coordinator_code = |i: usize| -> i16 {
         match &outcome {
@@ -73,8 +88,7 @@ pub async fn handle(
             },
         }
     };
-    let topics = request
-        .topics
+    let topics = topics
         .into_iter()
         .zip(checks)
         .map(|(topic, row)| {

@@ -554,3 +554,55 @@ async fn a_static_leader_rejoining_at_an_old_version_gets_a_readable_answer() {
     );
     broker.stop().await;
 }
+
+/// Commits and heartbeats pipelined on one connection are in flight together at the
+/// coordinator, but still applied in the order sent: the last commit wins.
+#[tokio::test]
+async fn pipelined_commits_apply_in_order() {
+    let (broker, mut wire) = setup().await;
+    let joined = join(&mut wire, "ordered", 9).await;
+    sync(&mut wire, "ordered", &joined, 5).await;
+    let mut frames = Vec::new();
+    let mut ids = Vec::new();
+    for offset in 1..=5i64 {
+        let (id, frame) = wire.frame(
+            ApiKey::OffsetCommit,
+            9,
+            &commit_request("ordered", 1, &joined.member_id, &[("gt", 0, offset)]),
+        );
+        ids.push(id);
+        frames.extend_from_slice(&frame);
+        let (id, frame) = wire.frame(
+            ApiKey::Heartbeat,
+            4,
+            &HeartbeatRequest::default()
+                .with_group_id(gid("ordered"))
+                .with_generation_id(1)
+                .with_member_id(joined.member_id.clone()),
+        );
+        ids.push(id);
+        frames.extend_from_slice(&frame);
+    }
+    wire.send_raw(&frames).await;
+    for (i, id) in ids.iter().enumerate() {
+        let api = if i % 2 == 0 {
+            ApiKey::OffsetCommit
+        } else {
+            ApiKey::Heartbeat
+        };
+        let version = if i % 2 == 0 { 9 } else { 4 };
+        let (got, _) = wire.read_response(api, version).await.unwrap();
+        assert_eq!(got, *id, "answers come back in order");
+    }
+    let fetched: OffsetFetchResponse = wire
+        .call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(gid("ordered"))
+                .with_topics(None),
+        )
+        .await;
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, 5);
+    broker.stop().await;
+}
