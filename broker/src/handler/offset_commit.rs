@@ -65,7 +65,7 @@ pub fn handle(
         .broker
         .groups
         .submit(move |r| r.coordinator.commit_offsets(r.now, req, r.fx));
-    async move { respond(request.topics, checks, pending.await) }
+    async move { respond(request.topics, checks, &pending.await) }
 }
 
 type Outcome = crate::error::Result<
@@ -75,11 +75,11 @@ type Outcome = crate::error::Result<
 fn respond(
     topics: Vec<kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic>,
     checks: Vec<Vec<Result<usize, BrokerError>>>,
-    outcome: Outcome,
+    outcome: &Outcome,
 ) -> OffsetCommitResponse {
     // One code for every partition the coordinator saw, or one per partition.
     let coordinator_code = |i: usize| -> i16 {
-        match &outcome {
+        match outcome {
             Err(e) => e.code(),
             Ok(Err(e)) => BrokerError::Group(e.clone()).code(),
             Ok(Ok(results)) => match &results[i] {
