@@ -281,6 +281,7 @@ impl BrokerConfig {
         BrokerConfig {
             data_dir: data_dir.into(),
             listen: "127.0.0.1:0".parse().expect("literal"),
+            http_listen: "127.0.0.1:0".parse().expect("literal"),
             advertised_port: 0,
             // Tests form groups quickly and use short sessions.
             groups: GroupConfig {

@@ -17,6 +17,7 @@ pub mod connection;
 pub mod error;
 pub mod groups;
 pub mod handler;
+pub mod http;
 pub mod partition;
 pub mod producer_id;
 pub mod server;

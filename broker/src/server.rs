@@ -22,6 +22,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Server {
     pub local_addr: SocketAddr,
+    /// Where the HTTP listener (health, admin endpoints) is bound.
+    pub http_addr: SocketAddr,
+    http: JoinHandle<()>,
     pub broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
@@ -35,6 +38,7 @@ impl Server {
     pub async fn start(mut config: BrokerConfig) -> anyhow::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        let http_listen = config.http_listen;
         if config.advertised_port == 0 {
             config.advertised_port = local_addr.port();
         }
@@ -42,6 +46,8 @@ impl Server {
         let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(max_connections));
+        let (http_addr, http) =
+            crate::http::start(http_listen, broker.clone(), shutdown_rx.clone()).await?;
         let accept = tokio::spawn(accept_loop(
             listener,
             broker.clone(),
@@ -50,12 +56,15 @@ impl Server {
         ));
         tracing::info!(
             listen = %local_addr,
+            http = %http_addr,
             advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
             data_dir = %broker.config.data_dir.display(),
             "chorus broker ready"
         );
         Ok(Server {
             local_addr,
+            http_addr,
+            http,
             broker,
             shutdown,
             accept,
@@ -73,6 +82,7 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let _ = self.accept.await;
+        let _ = self.http.await;
         let all = self.max_connections as u32;
         if tokio::time::timeout(DRAIN_TIMEOUT, self.connections.acquire_many(all))
             .await

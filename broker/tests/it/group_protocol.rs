@@ -606,3 +606,92 @@ async fn pipelined_commits_apply_in_order() {
     assert_eq!(fetched.topics[0].partitions[0].committed_offset, 5);
     broker.stop().await;
 }
+
+/// A plain HTTP/1.1 GET (or other method); returns the status and the JSON body.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    crate::common::within(10, stream.read_to_end(&mut raw))
+        .await
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn http_endpoints_show_groups_assignments_and_lag() {
+    let (broker, mut wire) = setup().await;
+    let joined = join(&mut wire, "watched", 9).await;
+    sync(&mut wire, "watched", &joined, 5).await;
+    let r: OffsetCommitResponse = wire
+        .call(
+            ApiKey::OffsetCommit,
+            9,
+            &commit_request("watched", 1, &joined.member_id, &[("gt", 0, 2)]),
+        )
+        .await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let addr = broker.server.as_ref().unwrap().http_addr;
+
+    let (status, health) = http(addr, "GET", "/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+
+    let (status, list) = http(addr, "GET", "/consumer-groups").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["groups"][0]["group_id"], "watched");
+    assert_eq!(list["groups"][0]["state"], "Stable");
+
+    let (status, group) = http(addr, "GET", "/consumer-groups/watched").await;
+    assert_eq!(status, 200);
+    assert_eq!(group["members"][0]["member_id"], joined.member_id.as_str());
+    assert_eq!(group["members"][0]["client_id"], "wire-test");
+    assert_eq!(
+        group["members"][0]["assignment"]["gt"],
+        serde_json::json!([0, 1])
+    );
+
+    let (status, rows) = http(addr, "GET", "/consumer-groups/watched/assignments").await;
+    assert_eq!(status, 200);
+    let p0 = &rows["partitions"][0];
+    // setup() produced 5 records to gt-0; the group committed 2.
+    assert_eq!(
+        (
+            p0["partition"].as_i64(),
+            p0["committed_offset"].as_i64(),
+            p0["log_end_offset"].as_i64(),
+            p0["lag"].as_i64()
+        ),
+        (Some(0), Some(2), Some(5), Some(3))
+    );
+    assert_eq!(p0["member_id"], joined.member_id.as_str());
+    let p1 = &rows["partitions"][1];
+    assert_eq!(
+        (p1["partition"].as_i64(), p1["lag"].is_null()),
+        (Some(1), true),
+        "no commit, no lag"
+    );
+    assert_eq!(rows["total_lag"], 3);
+
+    assert_eq!(http(addr, "GET", "/consumer-groups/nope").await.0, 404);
+    assert_eq!(
+        http(addr, "GET", "/consumer-groups/nope/assignments")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        http(addr, "DELETE", "/consumer-groups/watched").await.0,
+        405
+    );
+    assert_eq!(http(addr, "GET", "/nowhere").await.0, 404);
+    broker.stop().await;
+}

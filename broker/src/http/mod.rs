@@ -1,0 +1,140 @@
+//! The HTTP listener (`--http-listen`): health and the consumer-group admin endpoints, all
+//! JSON. One hyper HTTP/1.1 connection task per client; shutdown lets requests in hand
+//! finish.
+//!
+//! Routes:
+//! * `GET /health`
+//! * `GET /consumer-groups`, `GET /consumer-groups/{group}`,
+//!   `GET /consumer-groups/{group}/assignments` (see [`groups`]).
+
+pub mod groups;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+
+pub type Body = Full<Bytes>;
+
+/// Binds `addr` and serves until `shutdown` flips. Returns the bound address.
+pub async fn start(
+    addr: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(accept_loop(listener, broker, shutdown));
+    Ok((local, task))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let broker = broker.clone();
+        let mut stop = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let broker = broker.clone();
+                async move { Ok::<_, Infallible>(route(&broker, req).await) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn route(broker: &Broker, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if req.method() != Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
+    }
+    match segments.as_slice() {
+        ["health"] => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        ["consumer-groups"] => groups::list(broker).await,
+        ["consumer-groups", group] => groups::describe(broker, &decode_segment(group)).await,
+        ["consumer-groups", group, "assignments"] => {
+            groups::assignments(broker, &decode_segment(group)).await
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// Percent-decodes a path segment (group ids may contain characters URLs escape).
+fn decode_segment(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(super::decode_segment("my%20group"), "my group");
+        assert_eq!(super::decode_segment("plain"), "plain");
+        assert_eq!(super::decode_segment("bad%zz"), "bad%zz");
+        assert_eq!(super::decode_segment("end%2"), "end%2");
+    }
+}
