@@ -62,6 +62,12 @@ pub struct ServeArgs {
     /// Largest session timeout a group member may ask for, in milliseconds [default: 1800000].
     #[arg(long, env = "CHORUS_GROUP_MAX_SESSION_TIMEOUT_MS")]
     pub group_max_session_timeout_ms: Option<i32>,
+    /// How often KIP-848 consumers are told to heartbeat, in milliseconds [default: 5000].
+    #[arg(long, env = "CHORUS_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// A KIP-848 consumer silent this long is removed, in milliseconds [default: 45000].
+    #[arg(long, env = "CHORUS_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
     /// How long an empty group's committed offsets are kept, in minutes [default: 10080].
     #[arg(long, env = "CHORUS_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
@@ -92,6 +98,8 @@ pub struct FileConfig {
     pub group_max_session_timeout_ms: Option<i32>,
     pub offsets_retention_minutes: Option<i64>,
     pub offsets_topic_num_partitions: Option<u32>,
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    pub group_consumer_session_timeout_ms: Option<i32>,
     /// Sections owned by other parts of Chorus (the chat fabric); kept for them.
     #[serde(default)]
     pub chat: Option<toml::Value>,
@@ -287,6 +295,8 @@ impl BrokerConfig {
             groups: GroupConfig {
                 initial_rebalance_delay_ms: 100,
                 min_session_timeout_ms: 500,
+                consumer_heartbeat_interval_ms: 200,
+                consumer_session_timeout_ms: 6_000,
                 ..GroupConfig::default()
             },
             offsets_topic_partitions: 4,
@@ -313,6 +323,14 @@ fn group_config(args: &ServeArgs, file: &FileConfig) -> Result<GroupConfig, Conf
         .offsets_retention_minutes
         .or(file.offsets_retention_minutes)
         .unwrap_or(defaults.offsets_retention_ms / 60_000);
+    let heartbeat = args
+        .group_consumer_heartbeat_interval_ms
+        .or(file.group_consumer_heartbeat_interval_ms)
+        .unwrap_or(defaults.consumer_heartbeat_interval_ms);
+    let consumer_session = args
+        .group_consumer_session_timeout_ms
+        .or(file.group_consumer_session_timeout_ms)
+        .unwrap_or(defaults.consumer_session_timeout_ms);
     let invalid = |name, value: String, reason| ConfigError::Invalid {
         name,
         value,
@@ -339,8 +357,17 @@ fn group_config(args: &ServeArgs, file: &FileConfig) -> Result<GroupConfig, Conf
             "must be positive",
         ));
     }
+    if heartbeat <= 0 || consumer_session <= heartbeat {
+        return Err(invalid(
+            "group_consumer_heartbeat_interval_ms",
+            format!("{heartbeat} (session {consumer_session})"),
+            "must be positive and below group_consumer_session_timeout_ms",
+        ));
+    }
     Ok(GroupConfig {
         initial_rebalance_delay_ms: delay,
+        consumer_heartbeat_interval_ms: heartbeat,
+        consumer_session_timeout_ms: consumer_session,
         min_session_timeout_ms: min,
         max_session_timeout_ms: max,
         offsets_retention_ms: retention_minutes.saturating_mul(60_000),

@@ -168,6 +168,11 @@ fn group_error(e: &GroupError) -> ResponseError {
         GroupError::NotEmptyForOutsideCommit { .. } => ResponseError::UnknownMemberId,
         GroupError::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
         GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
+        GroupError::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+        GroupError::UnsupportedAssignor { .. } => ResponseError::UnsupportedAssignor,
+        GroupError::InvalidRegularExpression { .. } => ResponseError::InvalidRegularExpression,
+        GroupError::InvalidHeartbeat { .. } => ResponseError::InvalidRequest,
     }
 }
 

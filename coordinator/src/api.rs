@@ -4,7 +4,6 @@
 use bytes::Bytes;
 
 use crate::error::GroupError;
-use crate::group::GroupState;
 use crate::record::{CommittedOffset, Record};
 
 /// Identifies a request whose answer may come later (JoinGroup and SyncGroup wait for the
@@ -120,15 +119,18 @@ pub struct FetchedOffset {
 pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
-    pub state: GroupState,
-    /// "classic" for groups of the JoinGroup/SyncGroup protocol.
+    /// The state's name: a [`GroupState`](crate::group::GroupState) name, or KIP-848's (Empty, Assigning,
+    /// Reconciling, Stable) for consumer groups.
+    pub state: &'static str,
+    /// "classic" for groups of the JoinGroup/SyncGroup protocol, "consumer" for KIP-848.
     pub group_type: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDescription {
     pub group_id: String,
-    pub state: GroupState,
+    /// As in [`GroupListing::state`].
+    pub state: &'static str,
     pub protocol_type: String,
     pub protocol: String,
     pub generation: i32,
@@ -167,4 +169,60 @@ impl Effects {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.replies.is_empty()
     }
+}
+
+/// ConsumerGroupHeartbeat (KIP-848), with topic names (the broker maps topic ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerHeartbeat {
+    pub group_id: String,
+    /// Empty when joining at v0 (the coordinator makes one); v1 clients choose their own.
+    pub member_id: String,
+    /// 0 joins, -1 leaves, -2 leaves temporarily (static members); otherwise the epoch last
+    /// received.
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    /// `None`: unchanged since the last heartbeat.
+    pub topic_names: Option<Vec<String>>,
+    pub topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    /// The partitions the member owns now; `None`: unchanged.
+    pub owned: Option<crate::assignor::MemberAssignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerHeartbeatResponse {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's whole assignment when it changed; `None` when it did not.
+    pub assignment: Option<crate::assignor::MemberAssignment>,
+}
+
+/// ConsumerGroupDescribe for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupDescription {
+    pub group_id: String,
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<ConsumerMemberDescription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerMemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub topic_names: Vec<String>,
+    pub topic_regex: Option<String>,
+    pub assignment: crate::assignor::MemberAssignment,
+    pub target: crate::assignor::MemberAssignment,
 }

@@ -22,6 +22,12 @@ pub struct GroupConfig {
     pub offset_metadata_max_bytes: usize,
     /// Largest protocol metadata (a member's subscription) accepted in a JoinGroup.
     pub member_metadata_max_bytes: usize,
+    /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
+    pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.session.timeout.ms`: a KIP-848 member silent this long is removed.
+    pub consumer_session_timeout_ms: i32,
+    /// The server-side assignor KIP-848 groups use when members name none.
+    pub consumer_default_assignor: &'static str,
 }
 
 impl Default for GroupConfig {
@@ -35,6 +41,9 @@ impl Default for GroupConfig {
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
             member_metadata_max_bytes: 1 << 20,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_default_assignor: "uniform",
         }
     }
 }

@@ -38,4 +38,16 @@ pub enum GroupError {
     OffsetMetadataTooLarge { len: usize, max: usize },
     #[error("the group's members are subscribed to topic {topic}")]
     GroupSubscribedToTopic { topic: String },
+    /// KIP-848: the member's epoch is not one the coordinator gave it; it must rejoin.
+    #[error("member epoch {given} is fenced (current {current})")]
+    FencedMemberEpoch { given: i32, current: i32 },
+    /// KIP-848: an offset commit with an epoch other than the member's current one.
+    #[error("member epoch {given} is stale (current {current})")]
+    StaleMemberEpoch { given: i32, current: i32 },
+    #[error("assignor {name} is not supported")]
+    UnsupportedAssignor { name: String },
+    #[error("{pattern:?} is not a valid regular expression")]
+    InvalidRegularExpression { pattern: String },
+    #[error("invalid consumer group heartbeat: {reason}")]
+    InvalidHeartbeat { reason: &'static str },
 }

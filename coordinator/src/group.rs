@@ -125,6 +125,8 @@ pub struct ClassicGroup {
     /// While a new group's initial delay runs: how much longer it may still be extended.
     pub(crate) initial_delay_remaining: Option<i32>,
     pub(crate) new_member_added: bool,
+    /// Set when the group uses the KIP-848 consumer protocol instead of JoinGroup/SyncGroup.
+    pub consumer: Option<crate::consumer::ConsumerGroupState>,
 }
 
 impl ClassicGroup {
@@ -145,6 +147,31 @@ impl ClassicGroup {
             join_deadline: 0,
             initial_delay_remaining: None,
             new_member_added: false,
+            consumer: None,
+        }
+    }
+
+    /// No members of either protocol (and none about to join).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+            && self.pending_members.is_empty()
+            && self.consumer.as_ref().is_none_or(|c| c.members.is_empty())
+    }
+
+    /// The state name clients see: KIP-848's for consumer groups, the classic ones otherwise.
+    pub fn state_name(&self) -> &'static str {
+        match &self.consumer {
+            Some(c) if self.members.is_empty() => c.state_name(),
+            _ => self.state.as_str(),
+        }
+    }
+
+    /// "consumer" for KIP-848 groups, "classic" otherwise.
+    pub fn group_type(&self) -> &'static str {
+        if self.consumer.is_some() && self.members.is_empty() {
+            "consumer"
+        } else {
+            "classic"
         }
     }
 
@@ -255,6 +282,16 @@ impl ClassicGroup {
 
     /// The topics the members subscribe to, when the group uses the consumer protocol.
     pub fn subscribed_topics(&self) -> Vec<String> {
+        if let Some(cg) = self.consumer.as_ref().filter(|_| self.members.is_empty()) {
+            let mut topics: Vec<String> = cg
+                .members
+                .values()
+                .flat_map(|m| m.subscribed(cg.subscribed.keys()))
+                .collect();
+            topics.sort();
+            topics.dedup();
+            return topics;
+        }
         if self.protocol_type.as_deref() != Some("consumer") {
             return Vec::new();
         }

@@ -11,6 +11,7 @@
 //! * [`coordinator`] — the groups, their timers and every operation (join, sync, heartbeat,
 //!   leave, offsets, administration);
 //! * [`group`] — one classic group, with its state/transition table;
+//! * [`consumer`] — KIP-848 consumer groups: server-side assignment and reconciliation;
 //! * [`api`] — request and answer types; [`error`] — what can go wrong;
 //! * [`record`] — the persisted records in Kafka's `__consumer_offsets` layout;
 //! * [`consumer_protocol`] — the consumer subscription/assignment encoding;
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod assignor;
 pub mod config;
+pub mod consumer;
 pub mod consumer_protocol;
 pub mod coordinator;
 pub mod error;

@@ -64,7 +64,7 @@ pub async fn handle(
                     base.with_error_code(BrokerError::Group(GroupError::InvalidGroupId).code())
                 }
                 Some(d) => base
-                    .with_group_state(str_bytes(d.state.as_str()))
+                    .with_group_state(str_bytes(d.state))
                     .with_protocol_type(str_bytes(d.protocol_type))
                     .with_protocol_data(str_bytes(d.protocol))
                     .with_members(

@@ -1,6 +1,6 @@
-//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+).
+//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+, `classic` or
+//! `consumer`).
 
-use chorus_coordinator::GroupState;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::{Message, VersionRange};
@@ -14,19 +14,11 @@ pub async fn handle(
     request: ListGroupsRequest,
     _version: i16,
 ) -> ListGroupsResponse {
-    let wanted_states: Vec<String> = request
+    let states: Vec<String> = request
         .states_filter
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let states: Vec<GroupState> = wanted_states
-        .iter()
-        .filter_map(|s| GroupState::parse(s))
-        .collect();
-    // A filter naming only unknown states matches nothing (not everything).
-    if !wanted_states.is_empty() && states.is_empty() {
-        return ListGroupsResponse::default();
-    }
     let types: Vec<String> = request.types_filter.iter().map(|s| s.to_string()).collect();
     let result = ctx
         .broker
@@ -41,7 +33,7 @@ pub async fn handle(
                     ListedGroup::default()
                         .with_group_id(GroupId(str_bytes(g.group_id)))
                         .with_protocol_type(str_bytes(g.protocol_type))
-                        .with_group_state(str_bytes(g.state.as_str()))
+                        .with_group_state(str_bytes(g.state))
                         .with_group_type(str_bytes(g.group_type))
                 })
                 .collect(),

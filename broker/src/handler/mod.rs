@@ -7,6 +7,8 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -77,6 +79,14 @@ pub const APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DescribeGroups, describe_groups::VERSIONS),
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
+    (
+        ApiKey::ConsumerGroupHeartbeat,
+        consumer_group_heartbeat::VERSIONS,
+    ),
+    (
+        ApiKey::ConsumerGroupDescribe,
+        consumer_group_describe::VERSIONS,
+    ),
 ];
 
 /// The versions served for `api`, if it is implemented.
@@ -169,6 +179,8 @@ pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Handled,
         ApiKey::DescribeGroups => route!(describe_groups),
         ApiKey::DeleteGroups => route!(delete_groups),
         ApiKey::OffsetDelete => route!(offset_delete),
+        ApiKey::ConsumerGroupHeartbeat => queued!(consumer_group_heartbeat),
+        ApiKey::ConsumerGroupDescribe => route!(consumer_group_describe),
         other => Err(FrameError::UnknownApiKey(other as i16)),
     }
 }

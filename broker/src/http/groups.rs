@@ -65,7 +65,7 @@ pub async fn list(broker: &Broker) -> Response<Body> {
                 .into_iter()
                 .map(|g| GroupSummary {
                     group_id: g.group_id,
-                    state: g.state.as_str(),
+                    state: g.state,
                     protocol_type: g.protocol_type,
                     group_type: g.group_type,
                 })
@@ -168,7 +168,7 @@ pub async fn describe(broker: &Broker, group: &str) -> Response<Body> {
         StatusCode::OK,
         &GroupDetail {
             group_id: d.group_id,
-            state: d.state.as_str(),
+            state: d.state,
             protocol_type: d.protocol_type,
             protocol: d.protocol,
             generation: d.generation,
@@ -190,7 +190,7 @@ pub async fn assignments(broker: &Broker, group: &str) -> Response<Body> {
         StatusCode::OK,
         &serde_json::json!({
             "group_id": d.group_id,
-            "state": d.state.as_str(),
+            "state": d.state,
             "total_lag": total_lag,
             "partitions": partitions,
         }),

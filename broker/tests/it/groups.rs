@@ -374,3 +374,50 @@ async fn no_message_is_lost_or_duplicated_across_rebalances_with_manual_commits(
     third.stop();
     broker.stop().await;
 }
+
+/// KIP-848 with librdkafka's `group.protocol=consumer`: the broker assigns, members
+/// converge by heartbeats, and a leaving member's partitions move to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kip848_group_of_three_shares_partitions_and_rebalances_when_one_leaves() {
+    let broker = broker_with_partitions(6).await;
+    produce(&broker.bootstrap(), "next-gen", 60).await;
+    let mut config = rdkafka_config(&broker.bootstrap());
+    config
+        .set("group.id", "kip848")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100");
+    let members: Vec<Member> = (0..3)
+        .map(|_| Member::start(&config, "next-gen", true))
+        .collect();
+    let refs: Vec<&Member> = members.iter().collect();
+    wait_for_assignment(&refs, &[2, 2, 2], 6, 30).await;
+    within(30, async {
+        loop {
+            let n: usize = members
+                .iter()
+                .map(|m| m.received.lock().unwrap().len())
+                .sum();
+            if n >= 60 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let mut members = members;
+    members.pop().unwrap().stop();
+    let refs: Vec<&Member> = members.iter().collect();
+    wait_for_assignment(&refs, &[3, 3], 6, 30).await;
+    // Commits made with member epochs are stored.
+    let offsets: usize = members
+        .iter()
+        .map(|m| m.received.lock().unwrap().len())
+        .sum();
+    assert!(offsets > 0);
+    for m in members {
+        m.stop();
+    }
+    broker.stop().await;
+}

@@ -60,7 +60,11 @@ impl Coordinator {
             .groups
             .entry(req.group_id.clone())
             .or_insert_with(|| ClassicGroup::new(req.group_id.clone(), now));
-        if !group.supports(&req.protocol_type, &req.protocols) {
+        let consumers = group
+            .consumer
+            .as_ref()
+            .is_some_and(|c| !c.members.is_empty());
+        if consumers || !group.supports(&req.protocol_type, &req.protocols) {
             return Err(GroupError::InconsistentGroupProtocol);
         }
         if req.member_id.is_empty() {
@@ -133,6 +137,8 @@ impl Coordinator {
         g.pending_members.remove(&member_id);
         if g.members.is_empty() {
             g.protocol_type = Some(req.protocol_type.clone());
+            // An idle KIP-848 group becomes a classic one (its offsets stay).
+            g.consumer = None;
         }
         if let Some(instance) = &req.instance_id {
             g.static_members.insert(instance.clone(), member_id.clone());

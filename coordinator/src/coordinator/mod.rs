@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 mod admin;
+mod consumer_heartbeat;
 mod membership;
 mod offsets;
 
@@ -27,6 +28,7 @@ pub(crate) enum Timer {
     PendingMember { group: String, member: String },
     Join { group: String, epoch: u64 },
     Sync { group: String, generation: i32 },
+    ConsumerSession { group: String, member: String },
     Retention,
 }
 
@@ -215,7 +217,7 @@ impl Coordinator {
         }
     }
 
-    fn push_timer(&mut self, at: Millis, timer: Timer) {
+    pub(super) fn push_timer(&mut self, at: Millis, timer: Timer) {
         self.timer_seq += 1;
         self.timers.push(Reverse((at, self.timer_seq, timer)));
     }
@@ -296,6 +298,9 @@ impl Coordinator {
                     self.detach_member(&group, &member, fx);
                 }
                 self.prepare_rebalance(now, &group, fx);
+            }
+            Timer::ConsumerSession { group, member } => {
+                self.on_consumer_timer(now, at, &group, &member)
             }
             Timer::Retention => {
                 self.expire_offsets(now, fx);

@@ -33,12 +33,30 @@ impl Coordinator {
                 })
             }
         };
+        let kip848 = g.members.is_empty() && g.consumer.is_some();
         if from_outside {
-            if g.state != GroupState::Empty {
+            let consumers = g.consumer.as_ref().is_some_and(|c| !c.members.is_empty());
+            if g.state != GroupState::Empty || consumers {
                 return Err(GroupError::NotEmptyForOutsideCommit {
                     group_id: req.group_id,
                 });
             }
+        } else if kip848 {
+            // KIP-848 members commit with their member epoch.
+            let cg = g.consumer.as_mut().expect("checked");
+            let m =
+                cg.members
+                    .get_mut(&req.member_id)
+                    .ok_or_else(|| GroupError::UnknownMemberId {
+                        member_id: req.member_id.clone(),
+                    })?;
+            if req.generation != m.member_epoch {
+                return Err(GroupError::StaleMemberEpoch {
+                    given: req.generation,
+                    current: m.member_epoch,
+                });
+            }
+            m.last_heartbeat = now;
         } else {
             check_member(g, &req.member_id, req.instance_id.as_deref())?;
             if req.generation != g.generation {
@@ -131,7 +149,7 @@ impl Coordinator {
             .ok_or_else(|| GroupError::GroupIdNotFound {
                 group_id: group_id.to_string(),
             })?;
-        let subscribed = if g.state == GroupState::Empty {
+        let subscribed = if g.is_empty() {
             Vec::new()
         } else {
             g.subscribed_topics()
@@ -164,7 +182,7 @@ impl Coordinator {
         let retention = self.config.offsets_retention_ms;
         let mut dead = Vec::new();
         for g in self.groups.values_mut() {
-            if g.state != GroupState::Empty || !g.pending_members.is_empty() {
+            if g.state != GroupState::Empty || !g.is_empty() {
                 continue;
             }
             let since = g.state_timestamp;

@@ -3,6 +3,7 @@
 
 mod assignors;
 mod bad_input;
+mod consumer;
 mod harness;
 mod membership;
 mod offsets;

@@ -1,0 +1,130 @@
+//! KIP-848 consumer groups: the server computes the assignment and each member converges
+//! to its share through heartbeats.
+//!
+//! The group has an epoch that moves whenever membership, subscriptions or the subscribed
+//! topics' partition counts change; the target assignment is recomputed (sticky to the
+//! previous target) at that epoch. Each member then reconciles on its own heartbeats:
+//!
+//! 1. partitions it owns but no longer should are revoked first — the heartbeat answer
+//!    leaves them out and the member epoch stays;
+//! 2. once the member's heartbeat shows it no longer owns them, its epoch moves to the
+//!    target's and it receives the partitions of its target that no other member still
+//!    holds; the rest follow on later heartbeats as their previous owners let go.
+//!
+//! So a partition is never owned by two members at once. A member that does not revoke
+//! within its rebalance timeout, or stops heartbeating for the session timeout, is removed.
+//!
+//! Member state lives in memory only: after a broker restart members are unknown and rejoin
+//! with epoch 0 (committed offsets are persisted like any group's).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::assignor::{GroupAssignment, MemberAssignment};
+use crate::Millis;
+
+/// A KIP-848 member.
+#[derive(Debug, Clone)]
+pub struct ConsumerMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub member_epoch: i32,
+    pub previous_epoch: i32,
+    pub rebalance_timeout_ms: i32,
+    pub topic_names: Vec<String>,
+    pub topic_regex: Option<String>,
+    pub(crate) regex: Option<regex::Regex>,
+    pub server_assignor: Option<String>,
+    /// What the member has been told to own.
+    pub assigned: MemberAssignment,
+    /// What it has been told to give up and has not yet confirmed giving up.
+    pub revoking: MemberAssignment,
+    pub(crate) last_heartbeat: Millis,
+    pub(crate) revoke_deadline: Option<Millis>,
+    pub(crate) timer_at: Option<Millis>,
+}
+
+impl ConsumerMember {
+    /// The topics this member subscribes to among `topics` (names, then regex matches;
+    /// internal topics only by name).
+    pub fn subscribed<'a>(&self, topics: impl Iterator<Item = &'a String>) -> BTreeSet<String> {
+        topics
+            .filter(|t| {
+                self.topic_names.iter().any(|n| n == *t)
+                    || (!t.starts_with("__") && self.regex.as_ref().is_some_and(|r| r.is_match(t)))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The KIP-848 part of a group.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerGroupState {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, ConsumerMember>,
+    pub target: GroupAssignment,
+    /// Partition counts of the subscribed topics the target was computed from.
+    pub subscribed: BTreeMap<String, i32>,
+    pub assignor: String,
+}
+
+impl ConsumerGroupState {
+    /// KIP-848's state names.
+    pub fn state_name(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.group_epoch > self.assignment_epoch {
+            "Assigning"
+        } else if self.members.values().all(|m| {
+            m.member_epoch == self.assignment_epoch
+                && m.revoking.is_empty()
+                && self
+                    .target
+                    .get(&m.member_id)
+                    .map_or(m.assigned.is_empty(), |t| {
+                        normalized(t) == normalized(&m.assigned)
+                    })
+        }) {
+            "Stable"
+        } else {
+            "Reconciling"
+        }
+    }
+
+    /// Partitions held (assigned or still being revoked) by members other than `except`.
+    pub(crate) fn held_by_others(&self, except: &str) -> BTreeSet<(String, i32)> {
+        self.members
+            .values()
+            .filter(|m| m.member_id != except)
+            .flat_map(|m| pairs(&m.assigned).chain(pairs(&m.revoking)))
+            .collect()
+    }
+}
+
+pub(crate) fn pairs(a: &MemberAssignment) -> impl Iterator<Item = (String, i32)> + '_ {
+    a.iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+}
+
+pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (String, i32)>) -> MemberAssignment {
+    let mut out = MemberAssignment::new();
+    for (t, p) in pairs {
+        out.entry(t).or_default().push(p);
+    }
+    normalized(&out)
+}
+
+/// Sorted, deduplicated, without empty topics.
+pub(crate) fn normalized(a: &MemberAssignment) -> MemberAssignment {
+    a.iter()
+        .filter(|(_, ps)| !ps.is_empty())
+        .map(|(t, ps)| {
+            let set: BTreeSet<i32> = ps.iter().copied().collect();
+            (t.clone(), set.into_iter().collect())
+        })
+        .collect()
+}
