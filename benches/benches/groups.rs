@@ -222,11 +222,95 @@ fn state_machine() {
         "classic rebalance, 100 members / 1,000 partitions (ms, median)".into(),
         format!("{:.2}", median(times)),
     ]);
+    let (times, rounds): (Vec<f64>, Vec<f64>) = (0..if quick() { 5 } else { 20 })
+        .map(|_| {
+            let (d, rounds) = kip848_rebalance_in_process(&config, now);
+            (d.as_secs_f64() * 1000.0, rounds as f64)
+        })
+        .unzip();
+    rows.push(vec![
+        format!(
+            "KIP-848 rebalance, 100 members / 1,000 partitions (ms, median; {} heartbeat rounds)",
+            median(rounds)
+        ),
+        format!("{:.2}", median(times)),
+    ]);
     print_table(
         "Coordinator state machine (in-process)",
         &["operation", "result"],
         &rows,
     );
+}
+
+/// A KIP-848 member as a client keeps it.
+struct Kip848Client {
+    id: String,
+    epoch: i32,
+    owned: chorus_coordinator::assignor::MemberAssignment,
+}
+
+fn kip848_beat(
+    c: &mut Coordinator,
+    now: Millis,
+    client: &mut Kip848Client,
+    topics: &BTreeMap<String, i32>,
+) {
+    let req = chorus_coordinator::ConsumerHeartbeat {
+        group_id: "k".into(),
+        member_id: client.id.clone(),
+        member_epoch: client.epoch,
+        instance_id: None,
+        rack_id: None,
+        client_id: "bench".into(),
+        client_host: "/127.0.0.1".into(),
+        rebalance_timeout_ms: 60_000,
+        topic_names: (client.epoch == 0).then(|| vec!["bench".to_string()]),
+        topic_regex: None,
+        server_assignor: None,
+        owned: Some(client.owned.clone()),
+    };
+    let r = c.consumer_heartbeat(now, req, topics).expect("heartbeat");
+    client.id = r.member_id;
+    client.epoch = r.member_epoch;
+    if let Some(a) = r.assignment {
+        client.owned = a;
+    }
+}
+
+/// 100 converged KIP-848 members; a 101st joins; every member heartbeats once per round
+/// until the group is stable. Returns the time and the rounds it took.
+fn kip848_rebalance_in_process(config: &GroupConfig, now: Millis) -> (Duration, usize) {
+    let mut c = Coordinator::new(config.clone(), 3);
+    c.start(now);
+    let topics = BTreeMap::from([("bench".to_string(), 1000)]);
+    let new = || Kip848Client {
+        id: String::new(),
+        epoch: 0,
+        owned: Default::default(),
+    };
+    let mut clients: Vec<Kip848Client> = (0..100).map(|_| new()).collect();
+    let stable = |c: &Coordinator| {
+        c.describe_consumer_group("k")
+            .is_some_and(|d| d.state == "Stable")
+    };
+    while !stable(&c) || clients.iter().any(|m| m.epoch == 0) {
+        for m in clients.iter_mut() {
+            kip848_beat(&mut c, now, m, &topics);
+        }
+    }
+    let started = Instant::now();
+    clients.push(new());
+    let mut rounds = 0;
+    loop {
+        for m in clients.iter_mut() {
+            kip848_beat(&mut c, now, m, &topics);
+        }
+        rounds += 1;
+        if stable(&c) {
+            break;
+        }
+    }
+    (started.elapsed(), rounds)
 }
 
 /// 100 stable members; a 101st joins; time until everyone has synced the new generation.
@@ -436,7 +520,12 @@ async fn stable_member(conn: &mut Conn, group: &str) -> (String, i32) {
 }
 
 fn wire() {
-    let chorus = Chorus::start_with(&["--group-initial-rebalance-delay-ms", "0"]);
+    let chorus = Chorus::start_with(&[
+        "--group-initial-rebalance-delay-ms",
+        "0",
+        "--group-consumer-heartbeat-interval-ms",
+        &KIP848_INTERVAL_MS.to_string(),
+    ]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -539,6 +628,13 @@ fn wire() {
         rows.push(vec![
             "classic rebalance, 100 members / 1,000 partitions, 10 ms heartbeats (ms, median)"
                 .into(),
+            format!("{:.1}", median(times)),
+        ]);
+        let times = kip848_rebalance_over_wire(&addr, if quick() { 2 } else { 5 }).await;
+        rows.push(vec![
+            format!(
+                "KIP-848 rebalance, 100 members / 1,000 partitions, {KIP848_INTERVAL_MS} ms heartbeat interval (ms, median)"
+            ),
             format!("{:.1}", median(times)),
         ]);
         rows
@@ -747,6 +843,103 @@ async fn big_rebalance_over_wire(addr: &str, repeats: usize) -> Vec<f64> {
         tokio::time::timeout(Duration::from_secs(60), settled(101 + i))
             .await
             .expect("group settles");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    times
+}
+
+/// The heartbeat interval the broker hands KIP-848 members in this benchmark.
+const KIP848_INTERVAL_MS: i32 = 100;
+
+/// A simulated KIP-848 consumer: heartbeats at the interval the broker gives it, and at
+/// once after giving partitions up (as librdkafka does, to confirm the revocation).
+async fn kip848_member(addr: String, stop: Arc<AtomicBool>) {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let mut conn = Conn::connect(&addr).await;
+    let (mut member_id, mut epoch) = (String::new(), 0);
+    let mut owned: Vec<TopicPartitions> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("kip848")))
+            .with_member_id(s(&member_id))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(60_000)
+            .with_topic_partitions(Some(owned.clone()));
+        if epoch == 0 {
+            req = req.with_subscribed_topic_names(Some(vec![TopicName(s("wide"))]));
+        }
+        let r: ConsumerGroupHeartbeatResponse =
+            conn.call(ApiKey::ConsumerGroupHeartbeat, 0, &req).await;
+        if r.error_code != 0 {
+            (member_id, epoch, owned) = (String::new(), 0, Vec::new());
+            continue;
+        }
+        member_id = r.member_id.map(|m| m.to_string()).unwrap_or(member_id);
+        epoch = r.member_epoch;
+        let interval = Duration::from_millis(r.heartbeat_interval_ms.max(1) as u64);
+        let mut shrank = false;
+        if let Some(a) = r.assignment {
+            let before: usize = owned.iter().map(|t| t.partitions.len()).sum();
+            owned = a
+                .topic_partitions
+                .into_iter()
+                .map(|t| {
+                    TopicPartitions::default()
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(t.partitions)
+                })
+                .collect();
+            let after: usize = owned.iter().map(|t| t.partitions.len()).sum();
+            shrank = after < before;
+        }
+        if !shrank {
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// Polls ConsumerGroupDescribe until the group is stable with `members` members.
+async fn kip848_settled(watcher: &mut Conn, members: usize) {
+    loop {
+        let d: ConsumerGroupDescribeResponse = watcher
+            .call(
+                ApiKey::ConsumerGroupDescribe,
+                0,
+                &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("kip848"))]),
+            )
+            .await;
+        let g = &d.groups[0];
+        if g.error_code == 0 && g.group_state.as_str() == "Stable" && g.members.len() == members {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn kip848_rebalance_over_wire(addr: &str, repeats: usize) -> Vec<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        tasks.push(tokio::spawn(kip848_member(addr.to_string(), stop.clone())));
+    }
+    let mut watcher = Conn::connect(addr).await;
+    tokio::time::timeout(Duration::from_secs(60), kip848_settled(&mut watcher, 100))
+        .await
+        .expect("100 members settle");
+    let mut times = Vec::new();
+    for i in 0..repeats {
+        let started = Instant::now();
+        tasks.push(tokio::spawn(kip848_member(addr.to_string(), stop.clone())));
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            kip848_settled(&mut watcher, 101 + i),
+        )
+        .await
+        .expect("group settles");
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     stop.store(true, Ordering::Relaxed);

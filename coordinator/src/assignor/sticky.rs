@@ -90,7 +90,12 @@ impl Assignor for StickyAssignor {
         loop {
             let mut best: Option<(usize, &str, &str, (&str, i32))> = None;
             for (&from, parts) in &owned {
-                for &(topic, p) in parts.iter().rev() {
+                // The candidate receiver depends only on the topic: look once per topic.
+                let mut last_of_topic: BTreeMap<&str, i32> = BTreeMap::new();
+                for &(topic, p) in parts {
+                    last_of_topic.insert(topic, p);
+                }
+                for (topic, p) in last_of_topic {
                     let Some(to) = subscriptions
                         .iter()
                         .filter(|(m, t)| **m != from && t.contains(topic))

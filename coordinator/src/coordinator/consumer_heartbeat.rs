@@ -293,7 +293,6 @@ fn reconcile(
     revoke_deadline: Millis,
 ) -> bool {
     let target = normalized(&cg.target.get(member_id).cloned().unwrap_or_default());
-    let held_by_others = cg.held_by_others(member_id);
     let assignment_epoch = cg.assignment_epoch;
     let m = cg.members.get_mut(member_id).expect("member present");
     let mut changed = false;
@@ -322,11 +321,18 @@ fn reconcile(
     // 3. With nothing left to revoke, move to the target epoch and take what is free.
     if m.revoking.is_empty() {
         let mine: std::collections::BTreeSet<(String, i32)> = pairs(&m.assigned).collect();
-        let free: Vec<(String, i32)> = target_pairs
-            .iter()
-            .filter(|tp| !mine.contains(*tp) && !held_by_others.contains(*tp))
-            .cloned()
-            .collect();
+        let missing: Vec<(String, i32)> = target_pairs.difference(&mine).cloned().collect();
+        // Only a member still missing partitions needs to look at what the others hold.
+        let free: Vec<(String, i32)> = if missing.is_empty() {
+            Vec::new()
+        } else {
+            let held_by_others = cg.held_by_others(member_id);
+            missing
+                .into_iter()
+                .filter(|tp| !held_by_others.contains(tp))
+                .collect()
+        };
+        let m = cg.members.get_mut(member_id).expect("member present");
         if !free.is_empty() {
             m.assigned = from_pairs(pairs(&m.assigned).chain(free));
             changed = true;
