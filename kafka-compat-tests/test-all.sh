@@ -39,6 +39,28 @@ if ! command -v kcat >/dev/null 2>&1; then
 fi
 export CHORUS_REQUIRE_KCAT=1
 
+# Third-party clients for kafka-compat-tests, installed under target/compat/.
+compat=target/compat
+mkdir -p "$compat"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    log "installing node and npm"
+    apt_install nodejs npm
+fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    log "installing python3-venv"
+    apt_install python3-venv
+fi
+if [ ! -x "$compat/venv/bin/python" ] || ! "$compat/venv/bin/python" -c 'import kafka' >/dev/null 2>&1; then
+    log "installing kafka-python"
+    python3 -m venv "$compat/venv"
+    "$compat/venv/bin/pip" install -q kafka-python
+fi
+if [ ! -d "$compat/node/node_modules/kafkajs" ]; then
+    log "installing kafkajs"
+    npm install --silent --prefix "$compat/node" kafkajs
+fi
+export CHORUS_REQUIRE_COMPAT=1
+
 log "cargo test --workspace --all-targets"
 # Every test has its own timeouts; this outer one only stops a runaway build or test binary.
 timeout 80m cargo test --workspace --all-targets

@@ -20,7 +20,7 @@ const EARLIEST_LOCAL: i64 = -4;
 pub async fn handle(
     ctx: &RequestContext,
     request: ListOffsetsRequest,
-    _version: i16,
+    version: i16,
 ) -> ListOffsetsResponse {
     /// (topic, [(partition, current leader epoch, timestamp)])
     type Job = (String, Vec<(i32, i32, i64)>);
@@ -51,7 +51,11 @@ pub async fn handle(
                                 Ok((offset, timestamp)) => base
                                     .with_offset(offset)
                                     .with_timestamp(timestamp)
-                                    .with_leader_epoch(LEADER_EPOCH),
+                                    .with_leader_epoch(if version >= 4 {
+                                        LEADER_EPOCH
+                                    } else {
+                                        -1
+                                    }),
                                 Err(e) => base
                                     .with_error_code(e.code())
                                     .with_offset(-1)

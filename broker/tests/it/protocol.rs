@@ -435,3 +435,26 @@ async fn delete_records_moves_the_low_watermark() {
     assert_eq!(resp.topics[0].partitions[0].offset, 5);
     broker.stop().await;
 }
+
+/// Regression: ListOffsets answers before v4 carried a leader epoch, which those versions
+/// cannot encode; the broker closed the connection (kafkajs speaks v3 and never got an
+/// answer).
+#[tokio::test]
+async fn list_offsets_before_v4_answers_without_a_leader_epoch() {
+    let broker = TestBroker::start().await;
+    let mut wire = Wire::connect(&broker.bootstrap()).await;
+    create_topic(&mut wire, "old-lo", 1).await;
+    for version in 1..=3i16 {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic("old-lo"))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])]);
+        let resp: ListOffsetsResponse = wire.call(ApiKey::ListOffsets, version, &request).await;
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.offset), (0, 0), "v{version}");
+    }
+    broker.stop().await;
+}

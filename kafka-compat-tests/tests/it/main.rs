@@ -1,0 +1,4 @@
+//! Third-party clients against a Chorus broker.
+
+mod clients;
+mod groups;
