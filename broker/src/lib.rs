@@ -14,6 +14,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod embedded;
 pub mod error;
 pub mod groups;
 pub mod handler;

@@ -6,6 +6,7 @@ mod wire;
 
 mod admin;
 mod bad_input;
+mod embedded;
 mod fetch;
 mod group_protocol;
 mod groups;
