@@ -274,7 +274,12 @@ fn kip848_beat(
         server_assignor: None,
         owned: Some(client.owned.clone()),
     };
-    let r = c.consumer_heartbeat(now, req, topics).expect("heartbeat");
+    // The records it returns are what the broker would persist; the bench measures the
+    // state machine, so they are produced and dropped.
+    let mut fx = Effects::default();
+    let r = c
+        .consumer_heartbeat(now, req, topics, &mut fx)
+        .expect("heartbeat");
     client.id = r.member_id;
     client.epoch = r.member_epoch;
     if let Some(a) = r.assignment {

@@ -33,6 +33,7 @@ impl Broker {
         let logs = LogManager::open(ManagerOptions {
             defaults: config.topic_defaults.clone(),
             background: Some(BackgroundIntervals::default()),
+            io: config.io.clone(),
             ..ManagerOptions::new(&config.data_dir)
         })?;
         let cluster_id = load_cluster_id(&config.data_dir)?;

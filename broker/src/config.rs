@@ -124,6 +124,8 @@ pub struct BrokerConfig {
     /// The group coordinator's settings.
     pub groups: GroupConfig,
     pub offsets_topic_partitions: u32,
+    /// The storage engine's file layer; tests put a fault injector here. Not configurable.
+    pub io: chorus_storage::io::Io,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +283,7 @@ impl BrokerConfig {
             topic_defaults,
             groups,
             offsets_topic_partitions,
+            io: chorus_storage::io::Io::new(),
         })
     }
 

@@ -14,13 +14,19 @@
 //! So a partition is never owned by two members at once. A member that does not revoke
 //! within its rebalance timeout, or stops heartbeating for the session timeout, is removed.
 //!
-//! Member state lives in memory only: after a broker restart members are unknown and rejoin
-//! with epoch 0 (committed offsets are persisted like any group's).
+//! The group's epochs and every member (subscription, epochs, assigned, revoking and target
+//! partitions) are persisted as records (see [`crate::record`]), written whenever a
+//! heartbeat or timer changes them, so after a broker restart members carry on with their
+//! epochs and assignments. Timers are not persisted: loaded members get a fresh session.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::assignor::{GroupAssignment, MemberAssignment};
+use crate::record::{ConsumerGroupRecord, ConsumerMemberRecord};
 use crate::Millis;
+
+/// What a KIP-848 group persists: the group record and each member's record.
+pub type ConsumerSnapshot = (ConsumerGroupRecord, BTreeMap<String, ConsumerMemberRecord>);
 
 /// A KIP-848 member.
 #[derive(Debug, Clone)]
@@ -60,6 +66,54 @@ impl ConsumerMember {
     }
 }
 
+impl ConsumerMember {
+    fn record(&self, target: Option<&MemberAssignment>) -> ConsumerMemberRecord {
+        ConsumerMemberRecord {
+            instance_id: self.instance_id.clone(),
+            rack_id: self.rack_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+            rebalance_timeout_ms: self.rebalance_timeout_ms,
+            topic_names: self.topic_names.clone(),
+            topic_regex: self.topic_regex.clone(),
+            server_assignor: self.server_assignor.clone(),
+            member_epoch: self.member_epoch,
+            previous_epoch: self.previous_epoch,
+            assigned: normalized(&self.assigned),
+            revoking: normalized(&self.revoking),
+            target: target.map(normalized).unwrap_or_default(),
+        }
+    }
+
+    /// A member loaded from its record; its session starts when the coordinator starts.
+    pub(crate) fn from_record(member_id: String, r: ConsumerMemberRecord) -> Self {
+        // The pattern was valid when the member sent it, so it compiles again.
+        let regex = r
+            .topic_regex
+            .as_deref()
+            .and_then(|p| regex::Regex::new(p).ok());
+        ConsumerMember {
+            member_id,
+            instance_id: r.instance_id,
+            rack_id: r.rack_id,
+            client_id: r.client_id,
+            client_host: r.client_host,
+            member_epoch: r.member_epoch,
+            previous_epoch: r.previous_epoch,
+            rebalance_timeout_ms: r.rebalance_timeout_ms,
+            topic_names: r.topic_names,
+            topic_regex: r.topic_regex,
+            regex,
+            server_assignor: r.server_assignor,
+            assigned: r.assigned,
+            revoking: r.revoking,
+            last_heartbeat: 0,
+            revoke_deadline: None,
+            timer_at: None,
+        }
+    }
+}
+
 /// The KIP-848 part of a group.
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerGroupState {
@@ -93,6 +147,22 @@ impl ConsumerGroupState {
         } else {
             "Reconciling"
         }
+    }
+
+    /// The records that would rebuild this group.
+    pub fn snapshot(&self) -> ConsumerSnapshot {
+        let group = ConsumerGroupRecord {
+            group_epoch: self.group_epoch,
+            assignment_epoch: self.assignment_epoch,
+            assignor: self.assignor.clone(),
+            subscribed: self.subscribed.clone(),
+        };
+        let members = self
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.record(self.target.get(id))))
+            .collect();
+        (group, members)
     }
 
     /// Partitions held (assigned or still being revoked) by members other than `except`.

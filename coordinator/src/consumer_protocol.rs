@@ -35,37 +35,19 @@ pub fn encode_subscription(topics: &[String]) -> Vec<u8> {
 
 /// The partitions in an assignment, by topic. An empty assignment (no bytes) is no partitions.
 pub fn assignment_partitions(assignment: &[u8]) -> Result<BTreeMap<String, Vec<i32>>, RecordError> {
-    let mut out = BTreeMap::new();
     if assignment.is_empty() {
-        return Ok(out);
+        return Ok(BTreeMap::new());
     }
     let mut r = Reader(assignment);
     let _version = r.i16()?;
-    let count = r.len()?;
-    for _ in 0..count {
-        let topic = r.str()?;
-        let n = r.len()?;
-        let mut partitions = Vec::with_capacity(n.min(4096));
-        for _ in 0..n {
-            partitions.push(r.i32()?);
-        }
-        out.insert(topic, partitions);
-    }
-    Ok(out)
+    r.assignment()
 }
 
 /// Encodes a version 0 assignment (no user data).
 pub fn encode_assignment(partitions: &BTreeMap<String, Vec<i32>>) -> Vec<u8> {
     let mut w = Writer::default();
     w.i16(0);
-    w.i32(partitions.len() as i32);
-    for (topic, list) in partitions {
-        w.str(topic);
-        w.i32(list.len() as i32);
-        for p in list {
-            w.i32(*p);
-        }
-    }
+    w.assignment(partitions);
     w.i32(-1);
     w.0
 }

@@ -6,17 +6,28 @@
 //! * group metadata: key v2 `(group)`, value v3 `(protocol_type, generation, protocol, leader,
 //!   current_state_timestamp, members[])`.
 //!
+//! KIP-848 groups have no layout of Kafka's that fits this coordinator's state, so they use
+//! two record kinds of our own under key versions Kafka does not use (1000: the group's
+//! epochs, assignor and subscribed topics; 1001: one member, its subscription, epochs and
+//! assignments). Kafka's loader skips key versions it does not know.
+//!
 //! A `None` value is a tombstone; compaction then forgets the key. Replaying the latest record
 //! per key rebuilds the coordinator (see [`crate::Coordinator::replay`]).
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
+use crate::assignor::MemberAssignment;
 use crate::Millis;
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
 const OFFSET_VALUE_VERSION: i16 = 3;
 const GROUP_VALUE_VERSION: i16 = 3;
+const CONSUMER_GROUP_KEY_VERSION: i16 = 1000;
+const CONSUMER_MEMBER_KEY_VERSION: i16 = 1001;
+const CONSUMER_VALUE_VERSION: i16 = 0;
 
 /// A committed offset as stored and fetched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +63,35 @@ pub struct MemberMetadata {
     pub assignment: Bytes,
 }
 
+/// A KIP-848 group as persisted: everything but its members.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerGroupRecord {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    /// Partition counts of the subscribed topics the target assignment was computed from.
+    pub subscribed: BTreeMap<String, i32>,
+}
+
+/// A KIP-848 member as persisted. Timers are not: a loaded member gets a fresh session.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerMemberRecord {
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub topic_names: Vec<String>,
+    pub topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub member_epoch: i32,
+    pub previous_epoch: i32,
+    pub assigned: MemberAssignment,
+    pub revoking: MemberAssignment,
+    /// The member's share of the group's target assignment.
+    pub target: MemberAssignment,
+}
+
 /// One record for `__consumer_offsets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -64,6 +104,15 @@ pub enum Record {
     Group {
         group: String,
         value: Option<GroupMetadata>,
+    },
+    ConsumerGroup {
+        group: String,
+        value: Option<ConsumerGroupRecord>,
+    },
+    ConsumerMember {
+        group: String,
+        member_id: String,
+        value: Option<ConsumerMemberRecord>,
     },
 }
 
@@ -86,7 +135,10 @@ impl Record {
     /// The group the record belongs to; it picks the offsets partition.
     pub fn group(&self) -> &str {
         match self {
-            Record::Offset { group, .. } | Record::Group { group, .. } => group,
+            Record::Offset { group, .. }
+            | Record::Group { group, .. }
+            | Record::ConsumerGroup { group, .. }
+            | Record::ConsumerMember { group, .. } => group,
         }
     }
 
@@ -107,6 +159,17 @@ impl Record {
             Record::Group { group, .. } => {
                 w.i16(GROUP_KEY_VERSION);
                 w.str(group);
+            }
+            Record::ConsumerGroup { group, .. } => {
+                w.i16(CONSUMER_GROUP_KEY_VERSION);
+                w.str(group);
+            }
+            Record::ConsumerMember {
+                group, member_id, ..
+            } => {
+                w.i16(CONSUMER_MEMBER_KEY_VERSION);
+                w.str(group);
+                w.str(member_id);
             }
         }
         w.0
@@ -144,6 +207,38 @@ impl Record {
                     w.bytes(&m.assignment);
                 }
             }
+            Record::ConsumerGroup { value, .. } => {
+                let g = value.as_ref()?;
+                w.i16(CONSUMER_VALUE_VERSION);
+                w.i32(g.group_epoch);
+                w.i32(g.assignment_epoch);
+                w.str(&g.assignor);
+                w.i32(g.subscribed.len() as i32);
+                for (topic, partitions) in &g.subscribed {
+                    w.str(topic);
+                    w.i32(*partitions);
+                }
+            }
+            Record::ConsumerMember { value, .. } => {
+                let m = value.as_ref()?;
+                w.i16(CONSUMER_VALUE_VERSION);
+                w.opt_str(m.instance_id.as_deref());
+                w.opt_str(m.rack_id.as_deref());
+                w.str(&m.client_id);
+                w.str(&m.client_host);
+                w.i32(m.rebalance_timeout_ms);
+                w.i32(m.topic_names.len() as i32);
+                for t in &m.topic_names {
+                    w.str(t);
+                }
+                w.opt_str(m.topic_regex.as_deref());
+                w.opt_str(m.server_assignor.as_deref());
+                w.i32(m.member_epoch);
+                w.i32(m.previous_epoch);
+                for a in [&m.assigned, &m.revoking, &m.target] {
+                    w.assignment(a);
+                }
+            }
         }
         Some(w.0)
     }
@@ -168,6 +263,21 @@ impl Record {
                 let group = k.str()?;
                 let value = value.map(decode_group_value).transpose()?;
                 Ok(Record::Group { group, value })
+            }
+            CONSUMER_GROUP_KEY_VERSION => {
+                let group = k.str()?;
+                let value = value.map(decode_consumer_group_value).transpose()?;
+                Ok(Record::ConsumerGroup { group, value })
+            }
+            CONSUMER_MEMBER_KEY_VERSION => {
+                let group = k.str()?;
+                let member_id = k.str()?;
+                let value = value.map(decode_consumer_member_value).transpose()?;
+                Ok(Record::ConsumerMember {
+                    group,
+                    member_id,
+                    value,
+                })
             }
             version => Err(RecordError::UnknownVersion {
                 what: "key",
@@ -249,6 +359,62 @@ fn decode_group_value(buf: &[u8]) -> Result<GroupMetadata, RecordError> {
     })
 }
 
+fn consumer_value_version(r: &mut Reader<'_>, what: &'static str) -> Result<(), RecordError> {
+    match r.i16()? {
+        CONSUMER_VALUE_VERSION => Ok(()),
+        version => Err(RecordError::UnknownVersion { what, version }),
+    }
+}
+
+fn decode_consumer_group_value(buf: &[u8]) -> Result<ConsumerGroupRecord, RecordError> {
+    let mut r = Reader(buf);
+    consumer_value_version(&mut r, "consumer group value")?;
+    let group_epoch = r.i32()?;
+    let assignment_epoch = r.i32()?;
+    let assignor = r.str()?;
+    let mut subscribed = BTreeMap::new();
+    for _ in 0..r.len()? {
+        let topic = r.str()?;
+        subscribed.insert(topic, r.i32()?);
+    }
+    Ok(ConsumerGroupRecord {
+        group_epoch,
+        assignment_epoch,
+        assignor,
+        subscribed,
+    })
+}
+
+fn decode_consumer_member_value(buf: &[u8]) -> Result<ConsumerMemberRecord, RecordError> {
+    let mut r = Reader(buf);
+    consumer_value_version(&mut r, "consumer member value")?;
+    let instance_id = r.opt_str()?;
+    let rack_id = r.opt_str()?;
+    let client_id = r.str()?;
+    let client_host = r.str()?;
+    let rebalance_timeout_ms = r.i32()?;
+    let count = r.len()?;
+    let mut topic_names = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        topic_names.push(r.str()?);
+    }
+    Ok(ConsumerMemberRecord {
+        instance_id,
+        rack_id,
+        client_id,
+        client_host,
+        rebalance_timeout_ms,
+        topic_names,
+        topic_regex: r.opt_str()?,
+        server_assignor: r.opt_str()?,
+        member_epoch: r.i32()?,
+        previous_epoch: r.i32()?,
+        assigned: r.assignment()?,
+        revoking: r.assignment()?,
+        target: r.assignment()?,
+    })
+}
+
 /// Big-endian writer for Kafka's classic (non-flexible) encodings.
 #[derive(Default)]
 pub(crate) struct Writer(pub(crate) Vec<u8>);
@@ -276,6 +442,17 @@ impl Writer {
     pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.i32(b.len() as i32);
         self.0.extend_from_slice(b);
+    }
+    /// Topics, each with its partitions.
+    pub(crate) fn assignment(&mut self, a: &MemberAssignment) {
+        self.i32(a.len() as i32);
+        for (topic, partitions) in a {
+            self.str(topic);
+            self.i32(partitions.len() as i32);
+            for p in partitions {
+                self.i32(*p);
+            }
+        }
     }
 }
 
@@ -331,6 +508,20 @@ impl<'a> Reader<'a> {
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], RecordError> {
         let n = self.len()?;
         self.take(n)
+    }
+    pub(crate) fn assignment(&mut self) -> Result<MemberAssignment, RecordError> {
+        let mut out = MemberAssignment::new();
+        for _ in 0..self.len()? {
+            let topic = self.str()?;
+            let count = self.len()?;
+            // Each partition takes four bytes, so a hostile count fails on the first read.
+            let mut partitions = Vec::with_capacity(count.min(self.0.len() / 4));
+            for _ in 0..count {
+                partitions.push(self.i32()?);
+            }
+            out.insert(topic, partitions);
+        }
+        Ok(out)
     }
 }
 
@@ -390,6 +581,51 @@ mod tests {
         let decoded =
             Record::decode(Some(&record.encode_key()), record.encode_value().as_deref()).unwrap();
         assert_eq!(decoded, record);
+    }
+
+    #[test]
+    fn consumer_group_and_member_records_round_trip() {
+        let group = Record::ConsumerGroup {
+            group: "g".into(),
+            value: Some(ConsumerGroupRecord {
+                group_epoch: 4,
+                assignment_epoch: 3,
+                assignor: "uniform".into(),
+                subscribed: BTreeMap::from([("a".into(), 3), ("b".into(), 1)]),
+            }),
+        };
+        let member = Record::ConsumerMember {
+            group: "g".into(),
+            member_id: "m1".into(),
+            value: Some(ConsumerMemberRecord {
+                instance_id: Some("i".into()),
+                rack_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 30_000,
+                topic_names: vec!["a".into()],
+                topic_regex: Some("b.*".into()),
+                server_assignor: None,
+                member_epoch: 3,
+                previous_epoch: 2,
+                assigned: BTreeMap::from([("a".into(), vec![0, 2])]),
+                revoking: BTreeMap::from([("b".into(), vec![0])]),
+                target: BTreeMap::from([("a".into(), vec![0, 1, 2])]),
+            }),
+        };
+        for record in [group, member] {
+            let key = record.encode_key();
+            let value = record.encode_value().unwrap();
+            assert_eq!(Record::decode(Some(&key), Some(&value)).unwrap(), record);
+            for cut in 0..value.len() {
+                assert!(Record::decode(Some(&key), Some(&value[..cut])).is_err());
+            }
+            assert!(matches!(
+                Record::decode(Some(&key), None).unwrap(),
+                Record::ConsumerGroup { value: None, .. }
+                    | Record::ConsumerMember { value: None, .. }
+            ));
+        }
     }
 
     #[test]

@@ -389,7 +389,7 @@ async fn heartbeat(
     let answer = log
         .broker
         .groups
-        .call(move |r| r.coordinator.consumer_heartbeat(r.now, beat, &counts))
+        .call(move |r| r.coordinator.consumer_heartbeat(r.now, beat, &counts, r.fx))
         .await
         .map_err(|e: BrokerError| LogError::Backend(Box::new(e)))?;
     if let Ok(r) = &answer {

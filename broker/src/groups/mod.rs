@@ -6,6 +6,10 @@
 //! back on a oneshot. Jobs that arrive together are applied together and their records
 //! written in one append per offsets partition (group commit for coordinator writes).
 //! A dedicated thread rather than a tokio task because persisting blocks on file writes.
+//!
+//! When a round's records cannot be written, its answers say "coordinator not available"
+//! and the coordinator is rebuilt from `__consumer_offsets`: the log is the truth, so what
+//! was applied in memory but never written is forgotten rather than served.
 
 pub mod offsets_topic;
 
@@ -67,21 +71,12 @@ impl GroupService {
     /// Replays `__consumer_offsets` (its `partitions`) and starts the coordinator thread.
     /// Blocking.
     pub fn start(config: GroupConfig, partitions: Vec<Arc<Partition>>) -> Result<GroupService> {
-        let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
-        let mut coordinator = Coordinator::new(config.clone(), nonce);
-        let started = std::time::Instant::now();
-        let applied = offsets_topic::replay(&partitions, &mut coordinator)?;
-        coordinator.start(now_ms());
-        tracing::info!(
-            records = applied,
-            groups = coordinator.groups().count(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "loaded consumer groups from __consumer_offsets"
-        );
+        let coordinator = load(&config, &partitions)?;
         let (tx, rx) = mpsc::channel();
+        let thread_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("chorus-coordinator".into())
-            .spawn(move || run(coordinator, &partitions, &rx))
+            .spawn(move || run(coordinator, &thread_config, &partitions, &rx))
             .map_err(|_| BrokerError::Internal("could not start the coordinator thread"))?;
         Ok(GroupService {
             tx: Mutex::new(tx),
@@ -188,6 +183,23 @@ impl GroupService {
     }
 }
 
+/// A coordinator holding exactly what `__consumer_offsets` holds. Blocking.
+fn load(config: &GroupConfig, partitions: &[Arc<Partition>]) -> Result<Coordinator> {
+    // Member ids carry a per-load nonce so ids issued before a reload are never reissued.
+    let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
+    let mut coordinator = Coordinator::new(config.clone(), nonce);
+    let started = std::time::Instant::now();
+    let applied = offsets_topic::replay(partitions, &mut coordinator)?;
+    coordinator.start(now_ms());
+    tracing::info!(
+        records = applied,
+        groups = coordinator.groups().count(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "loaded consumer groups from __consumer_offsets"
+    );
+    Ok(coordinator)
+}
+
 fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -195,7 +207,12 @@ fn now_ms() -> Millis {
 }
 
 /// The coordinator thread: wait for jobs or the next timer, apply, persist, answer.
-fn run(mut coordinator: Coordinator, partitions: &[Arc<Partition>], rx: &mpsc::Receiver<Message>) {
+fn run(
+    mut coordinator: Coordinator,
+    config: &GroupConfig,
+    partitions: &[Arc<Partition>],
+    rx: &mpsc::Receiver<Message>,
+) {
     let mut waiting: HashMap<Token, oneshot::Sender<Option<Reply>>> = HashMap::new();
     let mut next_token: Token = 0;
     let mut jobs: Vec<Job> = Vec::new();
@@ -238,9 +255,7 @@ fn run(mut coordinator: Coordinator, partitions: &[Arc<Partition>], rx: &mpsc::R
         let persisted = match offsets_topic::persist(partitions, &fx.records, now) {
             Ok(()) => true,
             Err(e) => {
-                // The answers say "coordinator not available"; clients retry. What was
-                // applied in memory but not written is lost on restart.
-                tracing::error!(error = %e, records = fx.records.len(), "could not persist coordinator records");
+                tracing::error!(error = %e, records = fx.records.len(), "could not persist coordinator records; reloading from __consumer_offsets");
                 false
             }
         };
@@ -250,6 +265,17 @@ fn run(mut coordinator: Coordinator, partitions: &[Arc<Partition>], rx: &mpsc::R
         for (token, reply) in fx.replies {
             if let Some(tx) = waiting.remove(&token) {
                 let _ = tx.send(persisted.then_some(reply));
+            }
+        }
+        if !persisted {
+            // Forget what memory holds beyond the log. Parked joins and syncs belong to
+            // the state being dropped: answering them "not available" makes them retry.
+            waiting.clear();
+            match load(config, partitions) {
+                Ok(reloaded) => coordinator = reloaded,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not reload the coordinator; keeping the state in memory")
+                }
             }
         }
     }

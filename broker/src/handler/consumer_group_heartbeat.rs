@@ -69,7 +69,7 @@ pub fn handle(
     let pending = ctx
         .broker
         .groups
-        .submit(move |r| r.coordinator.consumer_heartbeat(r.now, beat, &counts));
+        .submit(move |r| r.coordinator.consumer_heartbeat(r.now, beat, &counts, r.fx));
     async move {
         let result = match pending.await {
             Ok(Ok(r)) => Ok(r),

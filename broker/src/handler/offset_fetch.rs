@@ -27,7 +27,7 @@ pub async fn handle(
                 .map(|t| (t.name.to_string(), t.partition_indexes))
                 .collect()
         });
-        let (code, offsets) = fetch(ctx, request.group_id.to_string(), wanted).await;
+        let (code, offsets) = fetch(ctx, request.group_id.to_string(), None, -1, wanted).await;
         let topics = group_by_topic(offsets)
             .into_iter()
             .map(|(name, parts)| {
@@ -59,7 +59,15 @@ pub async fn handle(
                 .map(|t| (t.name.to_string(), t.partition_indexes))
                 .collect()
         });
-        let (code, offsets) = fetch(ctx, g.group_id.to_string(), wanted).await;
+        let member_id = g.member_id.map(|m| m.to_string());
+        let (code, offsets) = fetch(
+            ctx,
+            g.group_id.to_string(),
+            member_id,
+            g.member_epoch,
+            wanted,
+        )
+        .await;
         let topics = group_by_topic(offsets)
             .into_iter()
             .map(|(name, parts)| {
@@ -90,10 +98,13 @@ pub async fn handle(
     OffsetFetchResponse::default().with_groups(groups)
 }
 
-/// The group-level error code and the offsets.
+/// The group-level error code and the offsets. `member_epoch` -1 is an admin fetch; a
+/// member (v9+) is checked against the group first.
 async fn fetch(
     ctx: &RequestContext,
     group_id: String,
+    member_id: Option<String>,
+    member_epoch: i32,
     wanted: Wanted,
 ) -> (i16, Vec<FetchedOffset>) {
     if group_id.is_empty() {
@@ -106,10 +117,15 @@ async fn fetch(
     let result = ctx
         .broker
         .groups
-        .call(move |r| r.coordinator.fetch_offsets(&group_id, wanted.as_deref()))
+        .call(move |r| {
+            r.coordinator
+                .validate_offset_fetch(&group_id, member_id.as_deref(), member_epoch)?;
+            Ok(r.coordinator.fetch_offsets(&group_id, wanted.as_deref()))
+        })
         .await;
     match result {
-        Ok(offsets) => (0, offsets),
+        Ok(Ok(offsets)) => (0, offsets),
+        Ok(Err(e)) => (BrokerError::Group(e).code(), Vec::new()),
         Err(e) => (e.code(), Vec::new()),
     }
 }

@@ -529,6 +529,175 @@ async fn groups_and_offsets_come_back_after_a_restart() {
     broker.stop().await;
 }
 
+/// KIP-848 members are persisted: after a restart a member heartbeats with the epoch it
+/// had and keeps its partitions, without rejoining.
+#[tokio::test]
+async fn a_kip848_member_carries_on_after_a_restart() {
+    let (mut broker, mut wire) = setup().await;
+    let beat =
+        |member: &str,
+         epoch: i32,
+         owned: Option<Vec<consumer_group_heartbeat_request::TopicPartitions>>| {
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(gid("nextgen"))
+                .with_member_id(s(member))
+                .with_member_epoch(epoch)
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names((epoch == 0).then(|| vec![topic("gt")]))
+                .with_topic_partitions(owned)
+        };
+    let joined: ConsumerGroupHeartbeatResponse = wire
+        .call(
+            ApiKey::ConsumerGroupHeartbeat,
+            0,
+            &beat("", 0, Some(vec![])),
+        )
+        .await;
+    assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
+    let member = joined.member_id.clone().unwrap().to_string();
+    let assigned = joined.assignment.clone().expect("an assignment");
+    let owned: Vec<_> = assigned
+        .topic_partitions
+        .iter()
+        .map(|tp| {
+            consumer_group_heartbeat_request::TopicPartitions::default()
+                .with_topic_id(tp.topic_id)
+                .with_partitions(tp.partitions.clone())
+        })
+        .collect();
+    assert_eq!(owned[0].partitions.len(), 2);
+
+    broker.restart().await;
+    let mut wire = Wire::connect(&broker.bootstrap()).await;
+    let again: ConsumerGroupHeartbeatResponse = wire
+        .call(
+            ApiKey::ConsumerGroupHeartbeat,
+            0,
+            &beat(&member, joined.member_epoch, Some(owned)),
+        )
+        .await;
+    assert_eq!(again.error_code, 0, "{:?}", again.error_message);
+    assert_eq!(again.member_epoch, joined.member_epoch);
+    let described: ConsumerGroupDescribeResponse = wire
+        .call(
+            ApiKey::ConsumerGroupDescribe,
+            0,
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("nextgen")]),
+        )
+        .await;
+    let g = &described.groups[0];
+    assert_eq!(g.group_state.as_str(), "Stable");
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(g.members[0].member_id.as_str(), member);
+    assert_eq!(
+        g.members[0].assignment.topic_partitions[0].partitions,
+        [0, 1]
+    );
+    broker.stop().await;
+}
+
+/// OffsetFetch v9 names the member: a KIP-848 member must be at its current epoch; an
+/// admin fetch (epoch -1) is always answered.
+#[tokio::test]
+async fn offset_fetch_v9_checks_the_member_and_its_epoch() {
+    let (broker, mut wire) = setup().await;
+    let joined: ConsumerGroupHeartbeatResponse = wire
+        .call(
+            ApiKey::ConsumerGroupHeartbeat,
+            0,
+            &ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(gid("fetchers"))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![topic("gt")]))
+                .with_topic_partitions(Some(vec![])),
+        )
+        .await;
+    assert_eq!(joined.error_code, 0);
+    let member = joined.member_id.clone().unwrap();
+    let fetch = |member: Option<StrBytes>, epoch: i32| {
+        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(gid("fetchers"))
+            .with_member_id(member)
+            .with_member_epoch(epoch)
+            .with_topics(None)])
+    };
+    for (who, epoch, code) in [
+        (Some(member.clone()), joined.member_epoch, 0),
+        (None, -1, 0),
+        (Some(member.clone()), joined.member_epoch + 7, 113), // STALE_MEMBER_EPOCH
+        (Some(s("ghost")), joined.member_epoch, 25),          // UNKNOWN_MEMBER_ID
+    ] {
+        let r: OffsetFetchResponse = wire
+            .call(ApiKey::OffsetFetch, 9, &fetch(who.clone(), epoch))
+            .await;
+        assert_eq!(r.groups[0].error_code, code, "{who:?} at epoch {epoch}");
+    }
+    broker.stop().await;
+}
+
+async fn committed_offset(wire: &mut Wire, group: &str) -> i64 {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(gid(group))
+        .with_topics(None);
+    let r: OffsetFetchResponse = wire.call(ApiKey::OffsetFetch, 7, &request).await;
+    r.topics[0].partitions[0].committed_offset
+}
+
+/// Fails the next write to `__consumer_offsets` once armed.
+#[derive(Debug, Default)]
+struct OffsetsDiskFails(std::sync::atomic::AtomicBool);
+
+impl chorus_storage::io::FaultInjector for OffsetsDiskFails {
+    fn on_write(
+        &self,
+        path: &std::path::Path,
+        _len: usize,
+    ) -> Option<chorus_storage::io::WriteFault> {
+        let ours = path.to_string_lossy().contains("__consumer_offsets");
+        (ours && self.0.swap(false, std::sync::atomic::Ordering::SeqCst))
+            .then(|| chorus_storage::io::WriteFault::Fail(std::io::Error::from_raw_os_error(28)))
+    }
+}
+
+/// A commit that could not be written is answered COORDINATOR_NOT_AVAILABLE and is not
+/// served afterwards: the coordinator reloads what the log holds.
+#[tokio::test]
+async fn a_commit_that_could_not_be_written_is_not_served() {
+    let faults = std::sync::Arc::new(OffsetsDiskFails::default());
+    let injector = faults.clone();
+    let broker = TestBroker::start_with(move |c| {
+        c.io = chorus_storage::io::Io::with_faults(injector);
+    })
+    .await;
+    let mut wire = Wire::connect(&broker.bootstrap()).await;
+    create_topic(&mut wire, "gt", 1).await;
+    for _ in 0..5 {
+        let batch = crate::protocol::record(b"x");
+        let _: ProduceResponse = wire
+            .call(ApiKey::Produce, 9, &produce_request("gt", 0, batch, 1))
+            .await;
+    }
+    let commit = |offset: i64| commit_request("resetters", -1, "", &[("gt", 0, offset)]);
+    let r: OffsetCommitResponse = wire.call(ApiKey::OffsetCommit, 9, &commit(2)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+
+    faults.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r: OffsetCommitResponse = wire.call(ApiKey::OffsetCommit, 9, &commit(4)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 15); // COORDINATOR_NOT_AVAILABLE
+    assert_eq!(
+        committed_offset(&mut wire, "resetters").await,
+        2,
+        "the unwritten commit must not be served"
+    );
+
+    // The disk works again: the retry lands.
+    let r: OffsetCommitResponse = wire.call(ApiKey::OffsetCommit, 9, &commit(4)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(committed_offset(&mut wire, "resetters").await, 4);
+    broker.stop().await;
+}
+
 /// Regression: a static leader rejoining a stable group was answered with KIP-814's
 /// `skip_assignment`, which versions before 9 cannot carry; encoding failed and the
 /// connection closed, so the member rejoined forever.

@@ -102,6 +102,12 @@ impl Coordinator {
             });
         }
         let g = self.groups.remove(group_id).expect("checked");
+        if g.consumer.is_some() {
+            fx.records.push(Record::ConsumerGroup {
+                group: group_id.to_string(),
+                value: None,
+            });
+        }
         for (topic, partition) in g.offsets.into_keys() {
             fx.records.push(Record::Offset {
                 group: group_id.to_string(),

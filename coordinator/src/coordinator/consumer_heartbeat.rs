@@ -6,15 +6,93 @@ use std::collections::BTreeMap;
 use super::{Coordinator, Timer};
 use crate::api::*;
 use crate::assignor::{by_name, Subscriber};
-use crate::consumer::{from_pairs, normalized, pairs, ConsumerGroupState, ConsumerMember};
+use crate::consumer::{
+    from_pairs, normalized, pairs, ConsumerGroupState, ConsumerMember, ConsumerSnapshot,
+};
 use crate::error::GroupError;
 use crate::group::ClassicGroup;
+use crate::record::Record;
 use crate::Millis;
 
 impl Coordinator {
     /// One KIP-848 heartbeat. `topics` is every topic's partition count (for subscriptions
-    /// and the assignment).
+    /// and the assignment). What it changed in the group goes to `fx` as records.
     pub fn consumer_heartbeat(
+        &mut self,
+        now: Millis,
+        req: ConsumerHeartbeat,
+        topics: &BTreeMap<String, i32>,
+        fx: &mut Effects,
+    ) -> Result<ConsumerHeartbeatResponse, GroupError> {
+        let group = req.group_id.clone();
+        let before = self.consumer_snapshot(&group);
+        let result = self.apply_consumer_heartbeat(now, req, topics);
+        self.persist_consumer_changes(&group, before, fx);
+        result
+    }
+
+    /// The group's KIP-848 records as they stand.
+    pub(super) fn consumer_snapshot(&self, group: &str) -> Option<ConsumerSnapshot> {
+        self.groups
+            .get(group)?
+            .consumer
+            .as_ref()
+            .map(ConsumerGroupState::snapshot)
+    }
+
+    /// Records for whatever differs between `before` and the group's state now.
+    pub(super) fn persist_consumer_changes(
+        &self,
+        group: &str,
+        before: Option<ConsumerSnapshot>,
+        fx: &mut Effects,
+    ) {
+        let after = self.consumer_snapshot(group);
+        let (old_group, mut old_members) = match before {
+            Some((g, m)) => (Some(g), m),
+            None => (None, BTreeMap::new()),
+        };
+        let Some((new_group, new_members)) = after else {
+            for member_id in old_members.into_keys() {
+                fx.records.push(Record::ConsumerMember {
+                    group: group.to_string(),
+                    member_id,
+                    value: None,
+                });
+            }
+            if old_group.is_some() {
+                fx.records.push(Record::ConsumerGroup {
+                    group: group.to_string(),
+                    value: None,
+                });
+            }
+            return;
+        };
+        if old_group.as_ref() != Some(&new_group) {
+            fx.records.push(Record::ConsumerGroup {
+                group: group.to_string(),
+                value: Some(new_group),
+            });
+        }
+        for (member_id, record) in new_members {
+            if old_members.remove(&member_id).as_ref() != Some(&record) {
+                fx.records.push(Record::ConsumerMember {
+                    group: group.to_string(),
+                    member_id,
+                    value: Some(record),
+                });
+            }
+        }
+        for member_id in old_members.into_keys() {
+            fx.records.push(Record::ConsumerMember {
+                group: group.to_string(),
+                member_id,
+                value: None,
+            });
+        }
+    }
+
+    fn apply_consumer_heartbeat(
         &mut self,
         now: Millis,
         req: ConsumerHeartbeat,
@@ -205,7 +283,20 @@ impl Coordinator {
     }
 
     /// The session or revocation timer of a KIP-848 member fired.
-    pub(super) fn on_consumer_timer(&mut self, now: Millis, at: Millis, group: &str, member: &str) {
+    pub(super) fn on_consumer_timer(
+        &mut self,
+        now: Millis,
+        at: Millis,
+        group: &str,
+        member: &str,
+        fx: &mut Effects,
+    ) {
+        let before = self.consumer_snapshot(group);
+        self.expire_consumer_member(now, at, group, member);
+        self.persist_consumer_changes(group, before, fx);
+    }
+
+    fn expire_consumer_member(&mut self, now: Millis, at: Millis, group: &str, member: &str) {
         let session = Millis::from(self.config.consumer_session_timeout_ms);
         let Some(cg) = self.groups.get_mut(group).and_then(|g| g.consumer.as_mut()) else {
             return;

@@ -138,7 +138,12 @@ impl Coordinator {
         if g.members.is_empty() {
             g.protocol_type = Some(req.protocol_type.clone());
             // An idle KIP-848 group becomes a classic one (its offsets stay).
-            g.consumer = None;
+            if g.consumer.take().is_some() {
+                fx.records.push(Record::ConsumerGroup {
+                    group: g.id.clone(),
+                    value: None,
+                });
+            }
         }
         if let Some(instance) = &req.instance_id {
             g.static_members.insert(instance.clone(), member_id.clone());

@@ -17,6 +17,7 @@ mod offsets;
 
 use crate::api::*;
 use crate::config::GroupConfig;
+use crate::consumer::{ConsumerGroupState, ConsumerMember, ConsumerSnapshot};
 use crate::error::GroupError;
 use crate::group::{ClassicGroup, GroupState, Member};
 use crate::record::{CommittedOffset, GroupMetadata, Record};
@@ -52,6 +53,8 @@ pub struct Coordinator {
 pub struct PersistedGroup {
     pub metadata: Option<GroupMetadata>,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// KIP-848 groups: the group record and each member's.
+    pub consumer: Option<ConsumerSnapshot>,
 }
 
 impl Coordinator {
@@ -91,10 +94,7 @@ impl Coordinator {
                 partition,
                 value,
             } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| ClassicGroup::new(group, -1));
+                let g = self.replayed_group(group);
                 match value {
                     Some(v) => {
                         g.offsets.insert((topic, partition), v);
@@ -107,6 +107,48 @@ impl Coordinator {
             Record::Group { group, value: None } => {
                 self.groups.remove(&group);
             }
+            Record::ConsumerGroup { group, value } => match value {
+                Some(r) => {
+                    let g = self.replayed_group(group);
+                    let cg = g.consumer.get_or_insert_with(ConsumerGroupState::default);
+                    cg.group_epoch = r.group_epoch;
+                    cg.assignment_epoch = r.assignment_epoch;
+                    cg.assignor = r.assignor;
+                    cg.subscribed = r.subscribed;
+                }
+                None => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.consumer = None;
+                    }
+                }
+            },
+            Record::ConsumerMember {
+                group,
+                member_id,
+                value,
+            } => match value {
+                Some(r) => {
+                    let g = self.replayed_group(group);
+                    let cg = g.consumer.get_or_insert_with(ConsumerGroupState::default);
+                    if r.target.is_empty() {
+                        cg.target.remove(&member_id);
+                    } else {
+                        cg.target.insert(member_id.clone(), r.target.clone());
+                    }
+                    cg.members
+                        .insert(member_id.clone(), ConsumerMember::from_record(member_id, r));
+                }
+                None => {
+                    if let Some(cg) = self
+                        .groups
+                        .get_mut(&group)
+                        .and_then(|g| g.consumer.as_mut())
+                    {
+                        cg.members.remove(&member_id);
+                        cg.target.remove(&member_id);
+                    }
+                }
+            },
             Record::Group {
                 group,
                 value: Some(meta),
@@ -155,6 +197,13 @@ impl Coordinator {
         }
     }
 
+    /// The group a replayed record belongs to, made when it is the group's first.
+    fn replayed_group(&mut self, group: String) -> &mut ClassicGroup {
+        self.groups
+            .entry(group.clone())
+            .or_insert_with(|| ClassicGroup::new(group, -1))
+    }
+
     /// Starts serving after replay: loaded groups with members are Stable and their
     /// members get a full session from `now` to heartbeat again.
     pub fn start(&mut self, now: Millis) {
@@ -176,6 +225,31 @@ impl Coordinator {
         for (group, member) in arm {
             self.arm_session(&group, &member);
         }
+        // KIP-848 members get a full session, and a revocation in flight its whole timeout.
+        let session = Millis::from(self.config.consumer_session_timeout_ms);
+        let mut consumer_timers = Vec::new();
+        for g in self.groups.values_mut() {
+            let Some(cg) = g.consumer.as_mut() else {
+                continue;
+            };
+            for m in cg.members.values_mut() {
+                m.last_heartbeat = now;
+                m.revoke_deadline =
+                    (!m.revoking.is_empty()).then(|| now + Millis::from(m.rebalance_timeout_ms));
+                let deadline = (now + session).min(m.revoke_deadline.unwrap_or(Millis::MAX));
+                m.timer_at = Some(deadline);
+                consumer_timers.push((
+                    deadline,
+                    Timer::ConsumerSession {
+                        group: g.id.clone(),
+                        member: m.member_id.clone(),
+                    },
+                ));
+            }
+        }
+        for (at, timer) in consumer_timers {
+            self.push_timer(at, timer);
+        }
         self.push_timer(
             now + self.config.offsets_retention_check_interval_ms,
             Timer::Retention,
@@ -193,6 +267,7 @@ impl Coordinator {
                     PersistedGroup {
                         metadata,
                         offsets: g.offsets.clone(),
+                        consumer: g.consumer.as_ref().map(ConsumerGroupState::snapshot),
                     },
                 )
             })
@@ -300,7 +375,7 @@ impl Coordinator {
                 self.prepare_rebalance(now, &group, fx);
             }
             Timer::ConsumerSession { group, member } => {
-                self.on_consumer_timer(now, at, &group, &member)
+                self.on_consumer_timer(now, at, &group, &member, fx)
             }
             Timer::Retention => {
                 self.expire_offsets(now, fx);

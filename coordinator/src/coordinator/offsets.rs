@@ -104,6 +104,48 @@ impl Coordinator {
         Ok(results)
     }
 
+    /// OffsetFetch v9+ names the member asking (KIP-848 consumers do). A member epoch of -1
+    /// is an admin fetch and is always allowed; otherwise the member must be in the group
+    /// at that epoch (generation, for a classic group).
+    pub fn validate_offset_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        member_epoch: i32,
+    ) -> Result<(), GroupError> {
+        if member_epoch < 0 {
+            return Ok(());
+        }
+        let member_id = member_id.unwrap_or_default();
+        let unknown = || GroupError::UnknownMemberId {
+            member_id: member_id.to_string(),
+        };
+        let g = self.groups.get(group_id).ok_or_else(unknown)?;
+        match &g.consumer {
+            Some(cg) if g.members.is_empty() => {
+                let m = cg.members.get(member_id).ok_or_else(unknown)?;
+                if m.member_epoch != member_epoch {
+                    return Err(GroupError::StaleMemberEpoch {
+                        given: member_epoch,
+                        current: m.member_epoch,
+                    });
+                }
+            }
+            _ => {
+                if !g.members.contains_key(member_id) {
+                    return Err(unknown());
+                }
+                if g.generation != member_epoch {
+                    return Err(GroupError::IllegalGeneration {
+                        given: member_epoch,
+                        current: g.generation,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// OffsetFetch: the given partitions (each with its offset or none), or with `None` every
     /// partition the group has an offset for. An unknown group has no offsets.
     pub fn fetch_offsets(
@@ -206,7 +248,13 @@ impl Coordinator {
             }
         }
         for id in dead {
-            self.groups.remove(&id);
+            let g = self.groups.remove(&id).expect("listed above");
+            if g.consumer.is_some() {
+                fx.records.push(Record::ConsumerGroup {
+                    group: id.clone(),
+                    value: None,
+                });
+            }
             fx.records.push(Record::Group {
                 group: id,
                 value: None,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chorus_coordinator::assignor::MemberAssignment;
 use chorus_coordinator::*;
 
-use crate::harness::Harness;
+use crate::harness::{replayed, Harness};
 
 fn topics(counts: &[(&str, i32)]) -> BTreeMap<String, i32> {
     counts.iter().map(|(t, n)| (t.to_string(), *n)).collect()
@@ -53,7 +53,7 @@ impl Client {
     ) -> ConsumerHeartbeatResponse {
         let mut req = beat(&self.id, self.epoch);
         req.owned = Some(self.owned.clone());
-        let r = h.c.consumer_heartbeat(h.now, req, t).expect("heartbeat");
+        let r = h.consumer_heartbeat(req, t).expect("heartbeat");
         self.epoch = r.member_epoch;
         if let Some(a) = &r.assignment {
             self.owned = a.clone();
@@ -63,12 +63,23 @@ impl Client {
 }
 
 fn join(h: &mut Harness, t: &BTreeMap<String, i32>) -> Client {
-    let r = h.c.consumer_heartbeat(h.now, beat("", 0), t).expect("join");
+    let r = h.consumer_heartbeat(beat("", 0), t).expect("join");
     Client {
         id: r.member_id,
         epoch: r.member_epoch,
         owned: r.assignment.unwrap_or_default(),
     }
+}
+
+/// Two members that joined and heartbeat until the group is stable.
+fn converged_pair(h: &mut Harness, t: &BTreeMap<String, i32>) -> (Client, Client) {
+    let mut a = join(h, t);
+    let mut b = join(h, t);
+    for _ in 0..3 {
+        a.heartbeat(h, t);
+        b.heartbeat(h, t);
+    }
+    (a, b)
 }
 
 #[test]
@@ -129,7 +140,7 @@ fn partitions_are_never_owned_twice_while_members_churn() {
             let gone = clients.remove(0);
             let mut req = beat(&gone.id, -1);
             req.topic_names = None;
-            h.c.consumer_heartbeat(h.now, req, &t).unwrap();
+            h.consumer_heartbeat(req, &t).unwrap();
         }
         for c in clients.iter_mut() {
             c.heartbeat(&mut h, &t);
@@ -165,12 +176,7 @@ fn partitions_are_never_owned_twice_while_members_churn() {
 fn a_silent_member_is_removed_and_its_partitions_move() {
     let mut h = Harness::new();
     let t = topics(&[("t", 4)]);
-    let mut a = join(&mut h, &t);
-    let mut b = join(&mut h, &t);
-    for _ in 0..3 {
-        a.heartbeat(&mut h, &t);
-        b.heartbeat(&mut h, &t);
-    }
+    let (mut a, b) = converged_pair(&mut h, &t);
     assert_eq!(count(&a.owned), 2);
     // b goes silent past the session timeout; a keeps heartbeating.
     for _ in 0..10 {
@@ -178,9 +184,7 @@ fn a_silent_member_is_removed_and_its_partitions_move() {
         a.heartbeat(&mut h, &t);
     }
     assert_eq!(count(&a.owned), 4);
-    let err =
-        h.c.consumer_heartbeat(h.now, beat(&b.id, b.epoch), &t)
-            .unwrap_err();
+    let err = h.consumer_heartbeat(beat(&b.id, b.epoch), &t).unwrap_err();
     assert!(matches!(err, GroupError::UnknownMemberId { .. }));
 }
 
@@ -189,9 +193,9 @@ fn stale_epochs_are_fenced_and_commits_need_the_current_epoch() {
     let mut h = Harness::new();
     let t = topics(&[("t", 2)]);
     let a = join(&mut h, &t);
-    let err =
-        h.c.consumer_heartbeat(h.now, beat(&a.id, a.epoch + 5), &t)
-            .unwrap_err();
+    let err = h
+        .consumer_heartbeat(beat(&a.id, a.epoch + 5), &t)
+        .unwrap_err();
     assert_eq!(
         err,
         GroupError::FencedMemberEpoch {
@@ -236,15 +240,15 @@ fn regex_subscriptions_follow_new_topics() {
     req.topic_names = None;
     req.topic_regex = Some("^orders-.*".into());
     let t = topics(&[("orders-eu", 2), ("other", 3), ("__consumer_offsets", 4)]);
-    let r = h.c.consumer_heartbeat(h.now, req, &t).unwrap();
+    let r = h.consumer_heartbeat(req, &t).unwrap();
     assert_eq!(
         r.assignment.unwrap().keys().collect::<Vec<_>>(),
         vec!["orders-eu"]
     );
     let t = topics(&[("orders-eu", 2), ("orders-us", 1), ("other", 3)]);
-    let r =
-        h.c.consumer_heartbeat(h.now, beat(&r.member_id, r.member_epoch), &t)
-            .unwrap();
+    let r = h
+        .consumer_heartbeat(beat(&r.member_id, r.member_epoch), &t)
+        .unwrap();
     assert_eq!(
         r.assignment.unwrap().keys().collect::<Vec<_>>(),
         vec!["orders-eu", "orders-us"]
@@ -258,29 +262,181 @@ fn bad_heartbeats_are_refused() {
     let mut bad = beat("", 0);
     bad.topic_regex = Some("(".into());
     assert!(matches!(
-        h.c.consumer_heartbeat(h.now, bad, &t),
+        h.consumer_heartbeat(bad, &t),
         Err(GroupError::InvalidRegularExpression { .. })
     ));
     let mut bad = beat("", 0);
     bad.server_assignor = Some("magic".into());
     assert!(matches!(
-        h.c.consumer_heartbeat(h.now, bad, &t),
+        h.consumer_heartbeat(bad, &t),
         Err(GroupError::UnsupportedAssignor { .. })
     ));
     let mut bad = beat("", 0);
     bad.topic_names = None;
     assert!(matches!(
-        h.c.consumer_heartbeat(h.now, bad, &t),
+        h.consumer_heartbeat(bad, &t),
         Err(GroupError::InvalidHeartbeat { .. })
     ));
     assert!(matches!(
-        h.c.consumer_heartbeat(h.now, beat("ghost", 3), &t),
+        h.consumer_heartbeat(beat("ghost", 3), &t),
         Err(GroupError::UnknownMemberId { .. })
     ));
     let mut empty = beat("", 0);
     empty.group_id = String::new();
     assert_eq!(
-        h.c.consumer_heartbeat(h.now, empty, &t),
+        h.consumer_heartbeat(empty, &t),
         Err(GroupError::InvalidGroupId)
     );
+}
+
+#[test]
+fn a_replayed_consumer_group_keeps_its_members_epochs_and_assignments() {
+    let mut h = Harness::new();
+    let t = topics(&[("t", 6)]);
+    let (mut a, mut b) = converged_pair(&mut h, &t);
+    assert_eq!(h.c.describe_consumer_group("cg").unwrap().state, "Stable");
+    let before = h.c.describe_consumer_group("cg").unwrap();
+
+    // The broker restarts: a new coordinator from the records alone.
+    let rebuilt = replayed(&h);
+    assert_eq!(rebuilt.persisted_view(), h.c.persisted_view());
+    assert_eq!(rebuilt.describe_consumer_group("cg").unwrap(), before);
+    h.c = rebuilt;
+    // Both members carry on with the epochs they had, keeping their partitions.
+    let (epoch_a, owned_a) = (a.epoch, a.owned.clone());
+    let r = a.heartbeat(&mut h, &t);
+    assert_eq!(r.member_epoch, epoch_a);
+    assert_eq!(a.owned, owned_a);
+    b.heartbeat(&mut h, &t);
+    assert_eq!(count(&a.owned) + count(&b.owned), 6);
+    assert_eq!(h.c.describe_consumer_group("cg").unwrap().state, "Stable");
+}
+
+#[test]
+fn a_replayed_member_that_never_returns_expires_and_its_partitions_move() {
+    let mut h = Harness::new();
+    let t = topics(&[("t", 4)]);
+    let (mut a, _b) = converged_pair(&mut h, &t);
+    h.c = replayed(&h);
+    // Only `a` comes back; `b` runs out its fresh session.
+    let session = Millis::from(GroupConfig::default().consumer_session_timeout_ms);
+    for _ in 0..4 {
+        h.advance(session / 3);
+        a.heartbeat(&mut h, &t);
+    }
+    a.heartbeat(&mut h, &t);
+    assert_eq!(count(&a.owned), 4);
+    let described = h.c.describe_consumer_group("cg").unwrap();
+    assert_eq!(described.members.len(), 1);
+    // And that expiry was itself persisted.
+    assert_eq!(replayed(&h).persisted_view(), h.c.persisted_view());
+}
+
+mod replay_property {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(u8),
+        Beat(u8),
+        Leave(u8),
+        Advance(u16),
+        Grow(i32),
+        DeleteGroup,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..4).prop_map(Op::Join),
+            (0u8..4).prop_map(Op::Beat),
+            (0u8..4).prop_map(Op::Beat),
+            (0u8..4).prop_map(Op::Leave),
+            (0u16..20_000).prop_map(Op::Advance),
+            (1i32..4).prop_map(Op::Grow),
+            Just(Op::DeleteGroup),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever joins, heartbeats, leaves, expiries, topic growth and deletions happen,
+        /// the records replay to exactly the live state.
+        #[test]
+        fn kip848_replay_equals_live_after_any_history(ops in prop::collection::vec(op(), 1..60)) {
+            let mut h = Harness::new();
+            let mut t = topics(&[("t", 3)]);
+            let mut clients: Vec<Option<Client>> = (0..4).map(|_| None).collect();
+            for op in ops {
+                match op {
+                    Op::Join(slot) => {
+                        if clients[slot as usize].is_none() {
+                            clients[slot as usize] = Some(join(&mut h, &t));
+                        }
+                    }
+                    Op::Beat(slot) => {
+                        if let Some(c) = clients[slot as usize].as_mut() {
+                            let mut req = beat(&c.id, c.epoch);
+                            req.owned = Some(c.owned.clone());
+                            match h.consumer_heartbeat(req, &t) {
+                                Ok(r) => {
+                                    c.epoch = r.member_epoch;
+                                    if let Some(a) = r.assignment {
+                                        c.owned = a;
+                                    }
+                                }
+                                // Expired or fenced: the client is gone.
+                                Err(_) => clients[slot as usize] = None,
+                            }
+                        }
+                    }
+                    Op::Leave(slot) => {
+                        if let Some(c) = clients[slot as usize].take() {
+                            let mut req = beat(&c.id, -1);
+                            req.topic_names = None;
+                            let _ = h.consumer_heartbeat(req, &t);
+                        }
+                    }
+                    Op::Advance(ms) => h.advance(Millis::from(ms)),
+                    Op::Grow(n) => {
+                        *t.get_mut("t").unwrap() += n;
+                    }
+                    Op::DeleteGroup => {
+                        let mut fx = Effects::default();
+                        let _ = h.c.delete_group("cg", &mut fx);
+                        h.records.extend(fx.records);
+                    }
+                }
+                prop_assert_eq!(replayed(&h).persisted_view(), h.c.persisted_view());
+            }
+        }
+    }
+}
+
+#[test]
+fn an_idle_group_switches_protocols_and_replay_agrees() {
+    let mut h = Harness::new();
+    let t = topics(&[("t", 2)]);
+    let a = join(&mut h, &t);
+    let mut leave = beat(&a.id, -1);
+    leave.topic_names = None;
+    h.consumer_heartbeat(leave, &t).unwrap();
+    // Empty KIP-848 group -> classic.
+    let (ids, _) = h.stable_group("cg", 1);
+    assert_eq!(h.c.group("cg").unwrap().group_type(), "classic");
+    assert_eq!(replayed(&h).persisted_view(), h.c.persisted_view());
+    assert_eq!(replayed(&h).group("cg").unwrap().group_type(), "classic");
+    // While a classic member is in it, a KIP-848 member cannot join.
+    assert_eq!(
+        h.consumer_heartbeat(beat("", 0), &t).unwrap_err(),
+        GroupError::InconsistentGroupProtocol
+    );
+    // Empty classic group -> KIP-848.
+    h.leave("cg", &ids[0]).unwrap();
+    join(&mut h, &t);
+    assert_eq!(h.c.group("cg").unwrap().group_type(), "consumer");
+    assert_eq!(replayed(&h).persisted_view(), h.c.persisted_view());
+    assert_eq!(replayed(&h).group("cg").unwrap().group_type(), "consumer");
 }

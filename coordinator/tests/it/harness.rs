@@ -50,6 +50,18 @@ impl Harness {
         }
     }
 
+    /// A KIP-848 heartbeat; its records are kept like every other operation's.
+    pub fn consumer_heartbeat(
+        &mut self,
+        req: ConsumerHeartbeat,
+        topics: &BTreeMap<String, i32>,
+    ) -> Result<ConsumerHeartbeatResponse, GroupError> {
+        let mut fx = Effects::default();
+        let result = self.c.consumer_heartbeat(self.now, req, topics, &mut fx);
+        self.absorb(fx);
+        result
+    }
+
     pub fn token(&mut self) -> Token {
         self.next_token += 1;
         self.next_token
@@ -262,4 +274,17 @@ pub fn sync_request(
         protocol: Some("range".into()),
         assignments,
     }
+}
+
+/// A fresh coordinator fed every record the live one emitted, each encoded and decoded as it
+/// would be through `__consumer_offsets` (what a broker restart does).
+pub fn replayed(h: &Harness) -> Coordinator {
+    let mut c = Coordinator::new(GroupConfig::default(), 1);
+    for r in &h.records {
+        let key = r.encode_key();
+        let value = r.encode_value();
+        c.replay(Record::decode(Some(&key), value.as_deref()).unwrap());
+    }
+    c.start(h.now);
+    c
 }

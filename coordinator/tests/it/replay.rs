@@ -6,19 +6,6 @@ use proptest::prelude::*;
 
 use crate::harness::*;
 
-/// A fresh coordinator fed every record the live one emitted, each encoded and decoded as it
-/// would be through `__consumer_offsets`.
-fn replayed(h: &Harness) -> Coordinator {
-    let mut c = Coordinator::new(GroupConfig::default(), 1);
-    for r in &h.records {
-        let key = r.encode_key();
-        let value = r.encode_value();
-        c.replay(Record::decode(Some(&key), value.as_deref()).unwrap());
-    }
-    c.start(h.now);
-    c
-}
-
 #[test]
 fn replay_rebuilds_groups_offsets_and_deletions() {
     let mut h = Harness::new();
