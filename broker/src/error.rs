@@ -41,6 +41,9 @@ pub enum BrokerError {
     #[error("replica assignment {0:?} names brokers other than this one")]
     InvalidReplicaAssignment(Vec<i32>),
 
+    #[error("{given} replica assignments given for {new_partitions} new partitions")]
+    ReplicaAssignmentCount { given: usize, new_partitions: i32 },
+
     #[error("unknown topic id {0}")]
     UnknownTopicId(uuid::Uuid),
 
@@ -92,7 +95,8 @@ impl BrokerError {
             BrokerError::NullKeyInCompactedTopic => ResponseError::InvalidRecord,
             BrokerError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
             BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
-            BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            BrokerError::InvalidReplicaAssignment(_)
+            | BrokerError::ReplicaAssignmentCount { .. } => ResponseError::InvalidReplicaAssignment,
             BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
             BrokerError::DuplicateTopic => ResponseError::InvalidRequest,
             BrokerError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,

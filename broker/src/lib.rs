@@ -12,6 +12,7 @@
 //! them may depend on it.
 
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod embedded;

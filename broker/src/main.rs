@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+use chorus_broker::cli::{self, ClientArgs, GroupsCommand, TopicsCommand};
 use chorus_broker::config::{BrokerConfig, ServeArgs};
 use chorus_broker::Server;
 
@@ -26,18 +27,92 @@ enum Command {
     ///   chorus serve --data-dir /var/lib/chorus --listen 0.0.0.0:9092 --advertised-listener kafka.internal:9092
     ///   chorus serve --topic-default flush.messages=1
     Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List, describe and delete consumer groups; reset and delete their offsets.
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Earliest and latest offset of each partition of a topic (and by time).
+    ///
+    /// Examples:
+    ///   chorus offsets orders
+    ///   chorus offsets orders --time 2026-11-23T10:00:00.000
+    Offsets {
+        #[command(flatten)]
+        args: cli::OffsetsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Produce one record per line of standard input.
+    ///
+    /// Examples:
+    ///   seq 1 1000 | chorus produce numbers
+    ///   printf 'user-1:hello\n' | chorus produce chat --key-separator : --header source=cli
+    Produce {
+        #[command(flatten)]
+        args: cli::ProduceArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print records of a topic.
+    ///
+    /// Examples:
+    ///   chorus consume orders --from-beginning --max-messages 10
+    ///   chorus consume orders --group audit --from-beginning --exit-at-end
+    ///   chorus consume orders --format '%p:%o %k=%v\n'
+    Consume {
+        #[command(flatten)]
+        args: cli::ConsumeArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(args),
+    let (client, command) = match cli.command {
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            return match serve(args) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Topics { command, client } => (client, cli::Command::Topics(command)),
+        Command::Groups { command, client } => (client, cli::Command::Groups(command)),
+        Command::Offsets { args, client } => (client, cli::Command::Offsets(args)),
+        Command::Produce { args, client } => (client, cli::Command::Produce(args)),
+        Command::Consume { args, client } => (client, cli::Command::Consume(args)),
+    };
+    match cli::run(&client, command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = format!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("{message}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

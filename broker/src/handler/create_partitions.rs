@@ -48,8 +48,12 @@ pub async fn handle(
                             return Err(invalid());
                         }
                         if let Some(a) = &t.assignments {
-                            if a.len() as i32 != t.count - current.partitions as i32 {
-                                return Err(BrokerError::InvalidReplicaAssignment(vec![]));
+                            let new_partitions = t.count - current.partitions as i32;
+                            if a.len() as i32 != new_partitions {
+                                return Err(BrokerError::ReplicaAssignmentCount {
+                                    given: a.len(),
+                                    new_partitions,
+                                });
                             }
                         }
                         if validate_only {

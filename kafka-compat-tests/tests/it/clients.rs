@@ -1,9 +1,12 @@
 //! Finding the installed clients, starting brokers, running client scripts.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use chorus_broker::{BrokerConfig, Server};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -56,46 +59,147 @@ pub fn script(relative: &str) -> PathBuf {
         .join(relative)
 }
 
-/// A broker with its own data directory on 127.0.0.1:0.
+/// `target/<profile>/chorus`, built first (once per test binary) so it matches the sources.
+pub fn chorus_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "chorus-broker", "--bin", "chorus"])
+                .arg("--manifest-path")
+                .arg(workspace().join("Cargo.toml"))
+                .status()
+                .expect("run cargo");
+            assert!(status.success(), "building chorus failed");
+            // target/debug/deps/it-<hash> -> target/debug/chorus
+            std::env::current_exe()
+                .expect("test binary path")
+                .parent()
+                .and_then(Path::parent)
+                .map(|dir| dir.join("chorus"))
+                .expect("target directory")
+        })
+        .clone()
+}
+
+/// A `chorus serve` process with its own data directory, listening on 127.0.0.1 ports
+/// the kernel picks (read back from its startup line). Killed when dropped.
 pub struct Broker {
-    pub server: Option<Server>,
+    child: Option<Child>,
+    bootstrap: String,
+    pub http: String,
     pub dir: tempfile::TempDir,
 }
 
 impl Broker {
     pub async fn start() -> Broker {
-        init_logging();
         let dir = tempfile::tempdir().expect("data dir");
-        let server = Server::start(BrokerConfig::for_tests(dir.path()))
-            .await
-            .expect("broker starts");
+        let (child, bootstrap, http) = spawn(dir.path()).await;
         Broker {
-            server: Some(server),
+            child: Some(child),
+            bootstrap,
+            http,
             dir,
         }
     }
 
     pub fn bootstrap(&self) -> String {
-        self.server.as_ref().expect("running").bootstrap()
+        self.bootstrap.clone()
     }
 
-    /// Graceful stop, then a new broker on the same data (on a new port).
+    /// Graceful stop (SIGTERM), then a new process on the same data (on new ports).
     pub async fn restart(&mut self) {
-        self.server
-            .take()
-            .expect("running")
-            .shutdown()
-            .await
-            .expect("stops");
-        let config = BrokerConfig::for_tests(self.dir.path());
-        self.server = Some(Server::start(config).await.expect("restarts"));
+        self.terminate().await;
+        let (child, bootstrap, http) = spawn(self.dir.path()).await;
+        self.child = Some(child);
+        self.bootstrap = bootstrap;
+        self.http = http;
     }
 
     pub async fn stop(mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await.expect("stops");
+        self.terminate().await;
+    }
+
+    async fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            // SAFETY: signalling a child process we started and have not reaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(40), child.wait()).await {
+            Ok(status) => assert!(
+                status.expect("wait for chorus").success(),
+                "chorus exited with an error on SIGTERM"
+            ),
+            Err(_) => panic!("chorus did not stop within 40 s of SIGTERM"),
         }
     }
+}
+
+/// Starts `chorus serve` on `dir` with test-friendly group timings and returns the process
+/// and its Kafka and HTTP addresses.
+async fn spawn(dir: &Path) -> (Child, String, String) {
+    let mut child = tokio::process::Command::new(chorus_binary())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--group-initial-rebalance-delay-ms", "100"])
+        .args(["--group-min-session-timeout-ms", "500"])
+        .args(["--group-consumer-heartbeat-interval-ms", "200"])
+        .args(["--offsets-topic-num-partitions", "4"])
+        .env("RUST_LOG", "warn,chorus_broker::server=info")
+        .env("NO_COLOR", "1")
+        .env_remove("CHORUS_CONFIG")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chorus");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read chorus output") {
+            if line.contains("chorus broker ready") {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .expect("chorus did not start within 60 s")
+    .expect("chorus exited before it was ready");
+    // Keep draining its output so logging never blocks the broker.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let field = |name: &str| -> String {
+        let plain: String = strip_ansi(&ready);
+        plain
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {plain:?}"))
+            .to_string()
+    };
+    (child, field("listen="), field("http="))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs `program args...`, failing the test (with the script's output) on a non-zero exit
@@ -118,18 +222,4 @@ pub async fn run(program: &Path, args: &[&str], env: &[(&str, &Path)], secs: u64
         program.display(),
         output.status
     );
-}
-
-/// Broker logs in test output, filtered by `RUST_LOG` (default: warnings).
-fn init_logging() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .with_test_writer()
-            .try_init();
-    });
 }

@@ -1,4 +1,6 @@
 //! Third-party clients against a Chorus broker.
 
+mod cli;
 mod clients;
 mod groups;
+mod groups_rdkafka;
