@@ -1,5 +1,6 @@
 //! Third-party clients against a Chorus broker.
 
+mod basics;
 mod cli;
 mod clients;
 mod groups;
