@@ -61,6 +61,12 @@ if [ ! -d "$compat/node/node_modules/kafkajs" ]; then
 fi
 export CHORUS_REQUIRE_COMPAT=1
 
-log "cargo test --workspace --all-targets"
+log "cargo test --workspace --all-targets --no-fail-fast"
 # Every test has its own timeouts; this outer one only stops a runaway build or test binary.
-timeout 80m cargo test --workspace --all-targets
+output=$(mktemp)
+status=0
+timeout 80m cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$output" || status=$?
+total() { grep '^test result:' "$output" | grep -o "[0-9]* $1" | awk '{s += $1} END {print s + 0}'; }
+printf '\n%s passed, %s failed\n' "$(total passed)" "$(total failed)"
+rm -f "$output"
+exit "$status"

@@ -11,6 +11,5 @@ mod fetch;
 mod group_protocol;
 mod groups;
 mod idempotence;
-mod kcat;
 mod protocol;
 mod roundtrip;

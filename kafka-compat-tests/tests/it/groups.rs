@@ -1,4 +1,4 @@
-//! Consumer groups with kafka-python and kafkajs: three members share a topic, one leaves
+//! Consumer groups with confluent-kafka, kafka-python, aiokafka and kafkajs: three members share a topic, one leaves
 //! and its partitions move, the admin APIs list and describe the group and its offsets, and
 //! committed offsets survive a broker restart.
 
@@ -7,10 +7,19 @@ use std::path::Path;
 use crate::clients::{node_modules, python, run, script, Broker};
 
 async fn kafka_python_group(strategy: &str) {
+    python_group("groups.py", strategy).await;
+}
+
+/// Runs a Python group script's "run" phase, restarts the broker, then its "verify" phase.
+async fn python_group(file: &str, strategy: &str) {
     let Some(python) = python() else { return };
     let mut broker = Broker::start().await;
-    let (topic, group) = (format!("py-{strategy}"), format!("py-group-{strategy}"));
-    let groups = script("python/groups.py");
+    let stem = file.trim_end_matches(".py");
+    let (topic, group) = (
+        format!("{stem}-{strategy}"),
+        format!("{stem}-group-{strategy}"),
+    );
+    let groups = script(&format!("python/{file}"));
     let groups = groups.to_str().expect("utf-8 path");
     run(
         &python,
@@ -50,6 +59,31 @@ async fn kafka_python_roundrobin_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_sticky_group() {
     kafka_python_group("sticky").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_range_group() {
+    python_group("confluent_groups.py", "range").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_roundrobin_group() {
+    python_group("confluent_groups.py", "roundrobin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_cooperative_sticky_group() {
+    python_group("confluent_groups.py", "cooperative-sticky").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiokafka_range_group() {
+    python_group("aiokafka_groups.py", "range").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiokafka_roundrobin_group() {
+    python_group("aiokafka_groups.py", "roundrobin").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,3 +5,4 @@ mod cli;
 mod clients;
 mod groups;
 mod groups_rdkafka;
+mod kcat;
