@@ -28,6 +28,15 @@ use crate::Millis;
 /// What a KIP-848 group persists: the group record and each member's record.
 pub type ConsumerSnapshot = (ConsumerGroupRecord, BTreeMap<String, ConsumerMemberRecord>);
 
+/// A group's persisted state before a step, as much as is needed to find what the step
+/// changed (see `Coordinator::persist_consumer_changes`).
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerMarker {
+    pub group: ConsumerGroupRecord,
+    pub members: BTreeSet<String>,
+    pub member: Option<ConsumerMemberRecord>,
+}
+
 /// A KIP-848 member.
 #[derive(Debug, Clone)]
 pub struct ConsumerMember {
@@ -151,18 +160,28 @@ impl ConsumerGroupState {
 
     /// The records that would rebuild this group.
     pub fn snapshot(&self) -> ConsumerSnapshot {
-        let group = ConsumerGroupRecord {
-            group_epoch: self.group_epoch,
-            assignment_epoch: self.assignment_epoch,
-            assignor: self.assignor.clone(),
-            subscribed: self.subscribed.clone(),
-        };
         let members = self
             .members
             .iter()
             .map(|(id, m)| (id.clone(), m.record(self.target.get(id))))
             .collect();
-        (group, members)
+        (self.record(), members)
+    }
+
+    /// The group's own record (everything but the members).
+    pub(crate) fn record(&self) -> ConsumerGroupRecord {
+        ConsumerGroupRecord {
+            group_epoch: self.group_epoch,
+            assignment_epoch: self.assignment_epoch,
+            assignor: self.assignor.clone(),
+            subscribed: self.subscribed.clone(),
+        }
+    }
+
+    /// One member's record, if it is a member.
+    pub(crate) fn member_record(&self, member_id: &str) -> Option<ConsumerMemberRecord> {
+        let m = self.members.get(member_id)?;
+        Some(m.record(self.target.get(member_id)))
     }
 
     /// Partitions held (assigned or still being revoked) by members other than `except`.

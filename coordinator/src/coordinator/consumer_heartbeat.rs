@@ -1,13 +1,13 @@
 //! KIP-848: ConsumerGroupHeartbeat and ConsumerGroupDescribe (see [`crate::consumer`] for
 //! how members converge).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Coordinator, Timer};
 use crate::api::*;
 use crate::assignor::{by_name, Subscriber};
 use crate::consumer::{
-    from_pairs, normalized, pairs, ConsumerGroupState, ConsumerMember, ConsumerSnapshot,
+    from_pairs, normalized, pairs, ConsumerGroupState, ConsumerMarker, ConsumerMember,
 };
 use crate::error::GroupError;
 use crate::group::ClassicGroup;
@@ -25,42 +25,50 @@ impl Coordinator {
         fx: &mut Effects,
     ) -> Result<ConsumerHeartbeatResponse, GroupError> {
         let group = req.group_id.clone();
-        let before = self.consumer_snapshot(&group);
+        let before = self.consumer_marker(&group, &req.member_id);
+        let member_id = req.member_id.clone();
         let result = self.apply_consumer_heartbeat(now, req, topics);
-        self.persist_consumer_changes(&group, before, fx);
+        // A joining member's id is made during the heartbeat.
+        let member_id = match &result {
+            Ok(r) => r.member_id.clone(),
+            Err(_) => member_id,
+        };
+        self.persist_consumer_changes(&group, &member_id, before, fx);
         result
     }
 
-    /// The group's KIP-848 records as they stand.
-    pub(super) fn consumer_snapshot(&self, group: &str) -> Option<ConsumerSnapshot> {
-        self.groups
-            .get(group)?
-            .consumer
-            .as_ref()
-            .map(ConsumerGroupState::snapshot)
+    /// What [`Coordinator::persist_consumer_changes`] compares against: the group record,
+    /// the member ids, and the record of the member about to change.
+    pub(super) fn consumer_marker(&self, group: &str, member_id: &str) -> Option<ConsumerMarker> {
+        let cg = self.groups.get(group)?.consumer.as_ref()?;
+        Some(ConsumerMarker {
+            group: cg.record(),
+            members: cg.members.keys().cloned().collect(),
+            member: cg.member_record(member_id),
+        })
     }
 
-    /// Records for whatever differs between `before` and the group's state now.
+    /// Records for what changed since `before`. A step that moves the group's epochs may
+    /// have changed every member's target, so it rewrites every member; otherwise only
+    /// `member_id` can have changed (a heartbeat reconciles only its own member), which
+    /// keeps a steady heartbeat to one small record or none.
     pub(super) fn persist_consumer_changes(
         &self,
         group: &str,
-        before: Option<ConsumerSnapshot>,
+        member_id: &str,
+        before: Option<ConsumerMarker>,
         fx: &mut Effects,
     ) {
-        let after = self.consumer_snapshot(group);
-        let (old_group, mut old_members) = match before {
-            Some((g, m)) => (Some(g), m),
-            None => (None, BTreeMap::new()),
+        let record = |member_id: String, value| Record::ConsumerMember {
+            group: group.to_string(),
+            member_id,
+            value,
         };
-        let Some((new_group, new_members)) = after else {
-            for member_id in old_members.into_keys() {
-                fx.records.push(Record::ConsumerMember {
-                    group: group.to_string(),
-                    member_id,
-                    value: None,
-                });
-            }
-            if old_group.is_some() {
+        let Some(cg) = self.groups.get(group).and_then(|g| g.consumer.as_ref()) else {
+            if let Some(before) = before {
+                for id in before.members {
+                    fx.records.push(record(id, None));
+                }
                 fx.records.push(Record::ConsumerGroup {
                     group: group.to_string(),
                     value: None,
@@ -68,27 +76,34 @@ impl Coordinator {
             }
             return;
         };
-        if old_group.as_ref() != Some(&new_group) {
+        let now = cg.record();
+        let (old_group, old_members, old_member) = match before {
+            Some(b) => (Some(b.group), b.members, b.member),
+            None => (None, BTreeSet::new(), None),
+        };
+        let epochs_moved = old_group.as_ref().is_none_or(|g| {
+            g.group_epoch != now.group_epoch || g.assignment_epoch != now.assignment_epoch
+        });
+        if old_group.as_ref() != Some(&now) {
             fx.records.push(Record::ConsumerGroup {
                 group: group.to_string(),
-                value: Some(new_group),
+                value: Some(now),
             });
         }
-        for (member_id, record) in new_members {
-            if old_members.remove(&member_id).as_ref() != Some(&record) {
-                fx.records.push(Record::ConsumerMember {
-                    group: group.to_string(),
-                    member_id,
-                    value: Some(record),
-                });
+        if epochs_moved {
+            for id in cg.members.keys() {
+                fx.records.push(record(id.clone(), cg.member_record(id)));
+            }
+        } else if let Some(current) = cg.member_record(member_id) {
+            if old_member.as_ref() != Some(&current) {
+                fx.records
+                    .push(record(member_id.to_string(), Some(current)));
             }
         }
-        for member_id in old_members.into_keys() {
-            fx.records.push(Record::ConsumerMember {
-                group: group.to_string(),
-                member_id,
-                value: None,
-            });
+        for id in old_members {
+            if !cg.members.contains_key(&id) {
+                fx.records.push(record(id, None));
+            }
         }
     }
 
@@ -291,9 +306,9 @@ impl Coordinator {
         member: &str,
         fx: &mut Effects,
     ) {
-        let before = self.consumer_snapshot(group);
+        let before = self.consumer_marker(group, member);
         self.expire_consumer_member(now, at, group, member);
-        self.persist_consumer_changes(group, before, fx);
+        self.persist_consumer_changes(group, member, before, fx);
     }
 
     fn expire_consumer_member(&mut self, now: Millis, at: Millis, group: &str, member: &str) {
