@@ -6,7 +6,9 @@
 //! state, end-offset watches for long polls) → `chorus-storage`.
 //!
 //! `error` is the one place errors become Kafka error codes. `config` layers defaults, the
-//! TOML file, the environment and flags.
+//! TOML file, the environment and flags. `groups` hosts the coordinator on its own thread,
+//! `http` serves the admin endpoints, `embedded` serves the chat plugins' `Log` trait
+//! in-process, and `cli` holds the operator commands (a Kafka client of their own).
 //!
 //! This crate depends on `chorus-storage`, `chorus-coordinator` and `chorus-chat`; none of
 //! them may depend on it.

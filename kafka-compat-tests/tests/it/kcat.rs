@@ -1,5 +1,5 @@
-//! kcat (librdkafka's command-line client): metadata, keyed produce with headers in every
-//! codec, null values, consume with a format string, and a balanced consumer group whose
+//! kcat (librdkafka's command-line client): metadata, keyed idempotent produce with headers
+//! in every codec, null values, consume with a format string, and a balanced consumer group whose
 //! committed offsets survive a broker restart. kcat has no admin commands, so topics are
 //! created with the chorus CLI.
 
@@ -99,6 +99,8 @@ async fn kcat_produces_in_every_codec_lists_and_consumes() {
                 codec,
                 "-H",
                 "via=kcat",
+                "-X",
+                "enable.idempotence=true",
             ],
             &lines,
         )
