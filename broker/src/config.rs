@@ -75,6 +75,14 @@ pub struct ServeArgs {
     /// [default: 50].
     #[arg(long, env = "CHORUS_OFFSETS_TOPIC_NUM_PARTITIONS")]
     pub offsets_topic_num_partitions: Option<u32>,
+
+    /// HS256 secret of the chat fabric's JWTs [default: a random one, printed at start].
+    #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Run the chat fabric on the HTTP listener [default: true].
+    #[arg(long, env = "CHORUS_CHAT_ENABLED")]
+    pub chat_enabled: Option<bool>,
 }
 
 /// The TOML file. Unknown keys are an error, so a typo does not pass silently.
@@ -98,6 +106,8 @@ pub struct FileConfig {
     pub group_max_session_timeout_ms: Option<i32>,
     pub offsets_retention_minutes: Option<i64>,
     pub offsets_topic_num_partitions: Option<u32>,
+    pub jwt_secret: Option<String>,
+    pub chat_enabled: Option<bool>,
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
     pub group_consumer_session_timeout_ms: Option<i32>,
     /// Sections owned by other parts of Chorus (the chat fabric); kept for them.
@@ -126,6 +136,9 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: u32,
     /// The storage engine's file layer; tests put a fault injector here. Not configurable.
     pub io: chorus_storage::io::Io,
+    pub chat_enabled: bool,
+    /// `None`: make a random one at start (development).
+    pub jwt_secret: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +297,8 @@ impl BrokerConfig {
             groups,
             offsets_topic_partitions,
             io: chorus_storage::io::Io::new(),
+            chat_enabled: args.chat_enabled.or(file.chat_enabled).unwrap_or(true),
+            jwt_secret: args.jwt_secret.or(file.jwt_secret),
         })
     }
 
@@ -303,6 +318,9 @@ impl BrokerConfig {
                 ..GroupConfig::default()
             },
             offsets_topic_partitions: 4,
+            // Tests of the chat fabric switch it on; the rest keep their topics to themselves.
+            chat_enabled: false,
+            jwt_secret: Some("test-secret".into()),
             ..BrokerConfig::default()
         }
     }

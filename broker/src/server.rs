@@ -46,8 +46,17 @@ impl Server {
         let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(max_connections));
+        let chat = if broker.config.chat_enabled {
+            Some(start_chat(&broker).await?)
+        } else {
+            None
+        };
+        let services = crate::http::Services {
+            broker: broker.clone(),
+            chat,
+        };
         let (http_addr, http) =
-            crate::http::start(http_listen, broker.clone(), shutdown_rx.clone()).await?;
+            crate::http::start(http_listen, services, shutdown_rx.clone()).await?;
         let accept = tokio::spawn(accept_loop(
             listener,
             broker.clone(),
@@ -97,6 +106,21 @@ impl Server {
         tracing::info!("chorus broker stopped");
         Ok(())
     }
+}
+
+/// Starts the chat fabric over the in-process log.
+async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<Arc<chorus_chat::Chat>> {
+    let secret = match &broker.config.jwt_secret {
+        Some(s) => s.clone(),
+        None => {
+            let s = uuid::Uuid::new_v4().simple().to_string();
+            tracing::warn!(secret = %s, "no --jwt-secret given; chat tokens use this random development secret");
+            s
+        }
+    };
+    let log = Arc::new(crate::embedded::EmbeddedLog::new(broker.clone()));
+    let chat = chorus_chat::Chat::start(log, chorus_chat::ChatConfig::new(secret)).await?;
+    Ok(chat)
 }
 
 async fn accept_loop(

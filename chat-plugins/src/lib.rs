@@ -4,7 +4,68 @@
 //! consumer group, commit) that the broker implements in-process and a Kafka client can
 //! implement against an external cluster. This crate must never depend on `chorus-broker`.
 //!
-//! Modules: `log` (the trait the plugins need from a log). The plugins themselves are the
-//! chat fabric issues' work.
+//! Modules: `log` (the trait), `scan` (rebuilding state from a topic), `ids` (stream ids),
+//! `auth` (HS256 JWTs), `event` (what is stored in the chat topics), `messages` (the write
+//! path: sequence numbers, retries by msg_id, history), `membership` (group members from
+//! `chat.membership`), `api` (the HTTP API, independent of any HTTP server), `config`,
+//! `error` (the protocol's error codes).
+//!
+//! Invariant: the log is the single source of truth. Every state here is rebuilt from the
+//! chat topics on start, and a write is acknowledged only once its append is durable.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod ids;
 pub mod log;
+pub mod membership;
+pub mod messages;
+pub mod scan;
+
+use std::sync::Arc;
+
+pub use config::ChatConfig;
+
+use crate::auth::Verifier;
+use crate::log::{Log, TopicSpec};
+use crate::membership::MembershipStore;
+use crate::messages::MessageStore;
+
+/// The running chat fabric.
+#[derive(Debug)]
+pub struct Chat {
+    pub config: ChatConfig,
+    pub verifier: Verifier,
+    pub messages: MessageStore,
+    pub membership: MembershipStore,
+}
+
+impl Chat {
+    /// Creates the chat topics when missing and rebuilds the state from them.
+    pub async fn start(log: Arc<dyn Log>, config: ChatConfig) -> log::Result<Arc<Chat>> {
+        // History and membership are kept for good: the log is their only copy.
+        let keep = |name: &str| TopicSpec {
+            name: name.to_string(),
+            partitions: config.partitions,
+            configs: vec![("retention.ms".into(), "-1".into())],
+        };
+        let messages = MessageStore::open(log.clone(), &keep(&config.messages_topic)).await?;
+        let membership =
+            MembershipStore::open(log.clone(), &keep(&config.membership_topic)).await?;
+        Ok(Arc::new(Chat {
+            verifier: Verifier::new(&config.jwt_secret),
+            config,
+            messages,
+            membership,
+        }))
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

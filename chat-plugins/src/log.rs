@@ -128,7 +128,7 @@ impl LogError {
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
 /// The log as the plugins see it.
-pub trait Log: Send + Sync + 'static {
+pub trait Log: std::fmt::Debug + Send + Sync + 'static {
     /// Creates the topic when it does not exist; returns its partition count.
     fn ensure_topic<'a>(&'a self, spec: &'a TopicSpec) -> BoxFuture<'a, Result<i32>>;
 

@@ -5,7 +5,9 @@
 //! Routes:
 //! * `GET /health`
 //! * `GET /consumer-groups`, `GET /consumer-groups/{group}`,
-//!   `GET /consumer-groups/{group}/assignments` (see [`groups`]).
+//!   `GET /consumer-groups/{group}/assignments` (see [`groups`]);
+//! * the chat API when the chat fabric runs: `/chat/messages`, `/groups/{id}/members...`
+//!   (handled by `chorus_chat::api`, which this module only carries bytes for).
 
 pub mod groups;
 
@@ -24,25 +26,35 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use chorus_chat::Chat;
+
 use crate::broker::Broker;
 
 pub type Body = Full<Bytes>;
 
+/// What the listener serves.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub broker: Arc<Broker>,
+    /// `None` when the chat fabric is switched off.
+    pub chat: Option<Arc<Chat>>,
+}
+
 /// Binds `addr` and serves until `shutdown` flips. Returns the bound address.
 pub async fn start(
     addr: SocketAddr,
-    broker: Arc<Broker>,
+    services: Services,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let task = tokio::spawn(accept_loop(listener, broker, shutdown));
+    let task = tokio::spawn(accept_loop(listener, services, shutdown));
     Ok((local, task))
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    broker: Arc<Broker>,
+    services: Services,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
@@ -57,12 +69,12 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        let broker = broker.clone();
+        let services = services.clone();
         let mut stop = shutdown.clone();
         connections.spawn(async move {
             let service = service_fn(move |req| {
-                let broker = broker.clone();
-                async move { Ok::<_, Infallible>(route(&broker, req).await) }
+                let services = services.clone();
+                async move { Ok::<_, Infallible>(route(&services, req).await) }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -78,8 +90,14 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
-async fn route(broker: &Broker, req: Request<Incoming>) -> Response<Body> {
+async fn route(services: &Services, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if let Some(chat) = &services.chat {
+        if chorus_chat::api::serves(&path) {
+            return chat_api(chat, req).await;
+        }
+    }
+    let broker = &services.broker;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
@@ -93,6 +111,47 @@ async fn route(broker: &Broker, req: Request<Incoming>) -> Response<Body> {
         }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
+}
+
+/// Hands a chat API request to the chat fabric, with its body read up to the chat's limit.
+async fn chat_api(chat: &Chat, req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::{BodyExt, Limited};
+    let (parts, body) = req.into_parts();
+    let limit = chat.config.max_body_bytes;
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let e = chorus_chat::error::ChatError::MessageTooLarge {
+                len: limit + 1,
+                max: limit,
+            };
+            return json(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                &e.body(),
+            );
+        }
+    };
+    let authorization = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let answer = chat
+        .handle_http(chorus_chat::api::HttpRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            authorization,
+            body: &body,
+        })
+        .await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if answer.body.is_null() {
+        return Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::new()))
+            .expect("a valid response");
+    }
+    json(status, &answer.body)
 }
 
 /// Percent-decodes a path segment (group ids may contain characters URLs escape).

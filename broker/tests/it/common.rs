@@ -7,7 +7,10 @@ use chorus_broker::{BrokerConfig, Server};
 /// A broker on 127.0.0.1:0 with its own data directory, stopped by the test.
 pub struct TestBroker {
     pub server: Option<Server>,
-    pub dir: tempfile::TempDir,
+    /// Kept so the data directory lives as long as the broker.
+    _dir: tempfile::TempDir,
+    /// What it was started with; a restart uses it again.
+    config: BrokerConfig,
 }
 
 impl TestBroker {
@@ -20,10 +23,11 @@ impl TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let mut config = BrokerConfig::for_tests(dir.path());
         tweak(&mut config);
-        let server = Server::start(config).await.unwrap();
+        let server = Server::start(config.clone()).await.unwrap();
         TestBroker {
             server: Some(server),
-            dir,
+            _dir: dir,
+            config,
         }
     }
 
@@ -34,8 +38,7 @@ impl TestBroker {
     /// Graceful stop, then a new broker on the same data directory (and a new port).
     pub async fn restart(&mut self) {
         self.server.take().unwrap().shutdown().await.unwrap();
-        let config = BrokerConfig::for_tests(self.dir.path());
-        self.server = Some(Server::start(config).await.unwrap());
+        self.server = Some(Server::start(self.config.clone()).await.unwrap());
     }
 
     pub async fn stop(mut self) {
@@ -107,4 +110,41 @@ pub fn init_logging() {
             .with_test_writer()
             .try_init();
     });
+}
+
+/// One HTTP/1.1 request on a fresh connection: status and JSON body (`Null` when empty or
+/// not JSON).
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&[u8]>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(a) = authorization {
+        request.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    within(10, stream.read_to_end(&mut raw)).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status: u16 = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }

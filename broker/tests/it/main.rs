@@ -6,6 +6,7 @@ mod wire;
 
 mod admin;
 mod bad_input;
+mod chat_http;
 mod embedded;
 mod fetch;
 mod group_protocol;
