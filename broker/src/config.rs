@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Run the chat fabric on the HTTP listener [default: true].
     #[arg(long, env = "CHORUS_CHAT_ENABLED")]
     pub chat_enabled: Option<bool>,
+
+    /// An `Origin` allowed to open chat WebSockets (repeatable) [default: any].
+    #[arg(long = "chat-allowed-origin", value_name = "ORIGIN")]
+    pub chat_allowed_origins: Vec<String>,
 }
 
 /// The TOML file. Unknown keys are an error, so a typo does not pass silently.
@@ -108,6 +112,7 @@ pub struct FileConfig {
     pub offsets_topic_num_partitions: Option<u32>,
     pub jwt_secret: Option<String>,
     pub chat_enabled: Option<bool>,
+    pub chat_allowed_origins: Option<Vec<String>>,
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
     pub group_consumer_session_timeout_ms: Option<i32>,
     /// Sections owned by other parts of Chorus (the chat fabric); kept for them.
@@ -139,6 +144,11 @@ pub struct BrokerConfig {
     pub chat_enabled: bool,
     /// `None`: make a random one at start (development).
     pub jwt_secret: Option<String>,
+    /// `Origin`s allowed to open chat WebSockets; empty allows any.
+    pub chat_allowed_origins: Vec<String>,
+    /// The whole chat configuration, when a test tunes its timings; `None` builds it from
+    /// the settings above.
+    pub chat_config: Option<chorus_chat::ChatConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +309,12 @@ impl BrokerConfig {
             io: chorus_storage::io::Io::new(),
             chat_enabled: args.chat_enabled.or(file.chat_enabled).unwrap_or(true),
             jwt_secret: args.jwt_secret.or(file.jwt_secret),
+            chat_allowed_origins: if args.chat_allowed_origins.is_empty() {
+                file.chat_allowed_origins.unwrap_or_default()
+            } else {
+                args.chat_allowed_origins
+            },
+            chat_config: None,
         })
     }
 

@@ -11,12 +11,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use chorus_chat::gateway::Gateway;
+
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::connection;
 
 /// How long shutdown waits for connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for chat connections to say goodbye.
+const GATEWAY_GOODBYE: Duration = Duration::from_secs(5);
 
 /// A running broker.
 #[derive(Debug)]
@@ -26,6 +30,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     http: JoinHandle<()>,
     pub broker: Arc<Broker>,
+    /// The chat fabric's gateway, when it runs.
+    pub gateway: Option<Arc<Gateway>>,
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
     connections: Arc<Semaphore>,
@@ -46,14 +52,14 @@ impl Server {
         let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(max_connections));
-        let chat = if broker.config.chat_enabled {
+        let gateway = if broker.config.chat_enabled {
             Some(start_chat(&broker).await?)
         } else {
             None
         };
         let services = crate::http::Services {
             broker: broker.clone(),
-            chat,
+            gateway: gateway.clone(),
         };
         let (http_addr, http) =
             crate::http::start(http_listen, services, shutdown_rx.clone()).await?;
@@ -75,6 +81,7 @@ impl Server {
             http_addr,
             http,
             broker,
+            gateway,
             shutdown,
             accept,
             connections,
@@ -89,6 +96,10 @@ impl Server {
 
     /// Graceful shutdown; returns once every log is synced and closed.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Chat clients are told to reconnect first, while the listener still runs.
+        if let Some(gateway) = &self.gateway {
+            gateway.shutdown(GATEWAY_GOODBYE).await;
+        }
         let _ = self.shutdown.send(true);
         let _ = self.accept.await;
         let _ = self.http.await;
@@ -109,7 +120,7 @@ impl Server {
 }
 
 /// Starts the chat fabric over the in-process log.
-async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<Arc<chorus_chat::Chat>> {
+async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<Arc<Gateway>> {
     let secret = match &broker.config.jwt_secret {
         Some(s) => s.clone(),
         None => {
@@ -118,9 +129,20 @@ async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<Arc<chorus_chat::Cha
             s
         }
     };
-    let log = Arc::new(crate::embedded::EmbeddedLog::new(broker.clone()));
-    let chat = chorus_chat::Chat::start(log, chorus_chat::ChatConfig::new(secret)).await?;
-    Ok(chat)
+    let config = match &broker.config.chat_config {
+        Some(c) => chorus_chat::ChatConfig {
+            jwt_secret: secret.into_bytes(),
+            ..c.clone()
+        },
+        None => chorus_chat::ChatConfig {
+            allowed_origins: broker.config.chat_allowed_origins.clone(),
+            ..chorus_chat::ChatConfig::new(secret)
+        },
+    };
+    let log: Arc<dyn chorus_chat::log::Log> =
+        Arc::new(crate::embedded::EmbeddedLog::new(broker.clone()));
+    let chat = chorus_chat::Chat::start(log.clone(), config).await?;
+    Ok(Gateway::start(chat, log).await?)
 }
 
 async fn accept_loop(

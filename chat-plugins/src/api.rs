@@ -43,8 +43,11 @@ impl From<ChatError> for HttpResponse {
 
 /// True for paths the chat API serves.
 pub fn serves(path: &str) -> bool {
-    path == "/chat/messages" || path.starts_with("/groups/")
+    path == "/chat/messages" || path.starts_with("/groups/") || path.starts_with("/notifications/")
 }
+
+/// The notification types `POST /notifications/{type}` accepts.
+pub const NOTIFICATION_TYPES: [&str; 4] = ["chat", "purchase", "payment-reminder", "shipping"];
 
 impl Chat {
     /// Answers one request to a path [`serves`] accepts.
@@ -77,7 +80,8 @@ impl Chat {
             ("DELETE", ["groups", group, "members", user]) => {
                 self.delete_member(req, group, user).await
             }
-            (_, ["chat", "messages"] | ["groups", _, "members", ..]) => Err(
+            ("POST", ["notifications", kind]) => self.post_notification(req, kind).await,
+            (_, ["chat", "messages"] | ["groups", _, "members", ..] | ["notifications", _]) => Err(
                 ChatError::InvalidMessage("this method is not allowed on this path"),
             ),
             _ => Err(ChatError::NotFound("no such chat endpoint")),
@@ -281,6 +285,31 @@ impl Chat {
         }
         self.membership.leave(group, user, now_ms()).await?;
         Ok(HttpResponse::ok(204, Value::Null))
+    }
+}
+
+impl Chat {
+    async fn post_notification(&self, req: HttpRequest<'_>, kind: &str) -> Result<HttpResponse> {
+        let claims = self.authenticate(req.authorization)?;
+        if !claims.service {
+            return Err(ChatError::Forbidden(
+                "notifications are sent with a service token",
+            ));
+        }
+        if !NOTIFICATION_TYPES.contains(&kind) {
+            return Err(ChatError::NotFound("unknown notification type"));
+        }
+        let body = self.json_body(req.body)?;
+        let user = match body.get("user_id") {
+            Some(Value::String(u)) if !u.is_empty() => u.clone(),
+            _ => return Err(ChatError::InvalidMessage("user_id is required")),
+        };
+        let payload = match body.get("payload") {
+            Some(p @ Value::Object(_)) => p.clone(),
+            _ => return Err(ChatError::InvalidMessage("payload must be a JSON object")),
+        };
+        let offset = self.notify(&user, kind, payload).await?;
+        Ok(HttpResponse::ok(202, json!({"offset": offset})))
     }
 }
 

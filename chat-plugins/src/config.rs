@@ -1,5 +1,7 @@
 //! The chat fabric's settings, each with a default.
 
+use std::time::Duration;
+
 /// Topic names and limits of the chat fabric.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
@@ -17,6 +19,21 @@ pub struct ChatConfig {
     pub max_body_bytes: usize,
     pub history_default_limit: usize,
     pub history_max_limit: usize,
+    /// WebSocket: ping interval, and silence after which a connection is closed.
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    /// A pushed message not acked within this is sent again.
+    pub ack_timeout: Duration,
+    /// Messages per second per user (a token bucket of this size).
+    pub rate_limit_per_second: u32,
+    /// Frames waiting for one connection before it counts as too slow and is closed.
+    pub connection_queue: usize,
+    /// `Origin`s allowed to open a WebSocket; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// How long the gateway trusts its cached member list of a group.
+    pub membership_ttl: Duration,
+    /// Malformed frames in a row after which a connection is closed (1008).
+    pub max_bad_frames: u32,
 }
 
 impl ChatConfig {
@@ -32,6 +49,14 @@ impl ChatConfig {
             max_body_bytes: 64 * 1024,
             history_default_limit: 100,
             history_max_limit: 1000,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            ack_timeout: Duration::from_secs(5),
+            rate_limit_per_second: 100,
+            connection_queue: 1024,
+            allowed_origins: Vec::new(),
+            membership_ttl: Duration::from_secs(300),
+            max_bad_frames: 10,
         }
     }
 }

@@ -8,7 +8,8 @@
 //! `auth` (HS256 JWTs), `event` (what is stored in the chat topics), `messages` (the write
 //! path: sequence numbers, retries by msg_id, history), `membership` (group members from
 //! `chat.membership`), `api` (the HTTP API, independent of any HTTP server), `config`,
-//! `error` (the protocol's error codes).
+//! `error` (the protocol's error codes), `gateway` (the WebSocket gateway and its fan-out),
+//! `metrics` (what `/metrics` shows).
 //!
 //! Invariant: the log is the single source of truth. Every state here is rebuilt from the
 //! chat topics on start, and a write is acknowledged only once its append is durable.
@@ -18,10 +19,12 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod gateway;
 pub mod ids;
 pub mod log;
 pub mod membership;
 pub mod messages;
+pub mod metrics;
 pub mod scan;
 
 use std::sync::Arc;
@@ -40,6 +43,8 @@ pub struct Chat {
     pub verifier: Verifier,
     pub messages: MessageStore,
     pub membership: MembershipStore,
+    log: Arc<dyn Log>,
+    notification_partitions: i32,
 }
 
 impl Chat {
@@ -54,12 +59,53 @@ impl Chat {
         let messages = MessageStore::open(log.clone(), &keep(&config.messages_topic)).await?;
         let membership =
             MembershipStore::open(log.clone(), &keep(&config.membership_topic)).await?;
+        let notification_partitions = log
+            .ensure_topic(&TopicSpec {
+                name: config.notifications_topic.clone(),
+                partitions: config.partitions,
+                configs: Vec::new(),
+            })
+            .await?;
         Ok(Arc::new(Chat {
             verifier: Verifier::new(&config.jwt_secret),
             config,
             messages,
             membership,
+            log,
+            notification_partitions,
         }))
+    }
+
+    /// Appends a notification for `user` to the notifications topic (keyed by user, so a
+    /// user's notifications stay in order). Returns its offset.
+    pub async fn notify(
+        &self,
+        user: &str,
+        notification_type: &str,
+        payload: serde_json::Value,
+    ) -> error::Result<i64> {
+        let now = now_ms();
+        let value = serde_json::json!({
+            "user_id": user,
+            "notification_type": notification_type,
+            "payload": payload,
+            "timestamp": now,
+        });
+        let record = log::Record {
+            key: Some(bytes::Bytes::copy_from_slice(user.as_bytes())),
+            value: Some(bytes::Bytes::from(value.to_string())),
+            headers: vec![log::Header {
+                key: event::TYPE_HEADER.into(),
+                value: Some(bytes::Bytes::from_static(b"notification")),
+            }],
+            timestamp_ms: now,
+        };
+        let partition = log::partition_for_key(user.as_bytes(), self.notification_partitions);
+        let appended = self
+            .log
+            .append(&self.config.notifications_topic, partition, vec![record])
+            .await?;
+        Ok(appended.base_offset)
     }
 }
 

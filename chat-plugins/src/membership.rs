@@ -2,6 +2,7 @@
 //! and the current member sets rebuilt from them on start.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -18,6 +19,8 @@ pub struct MembershipStore {
     topic: String,
     partitions: i32,
     groups: RwLock<HashMap<String, BTreeSet<String>>>,
+    /// Bumped by every change, so caches can tell a list they hold is out of date.
+    version: AtomicU64,
     /// One change at a time, so the stored order is the order they were decided in.
     writer: Mutex<()>,
 }
@@ -44,8 +47,14 @@ impl MembershipStore {
             topic: spec.name.clone(),
             partitions,
             groups: RwLock::new(groups),
+            version: AtomicU64::new(0),
             writer: Mutex::new(()),
         })
+    }
+
+    /// Changes so far; read it before [`MembershipStore::members`] to tag a cached copy.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     pub fn members(&self, group: &str) -> Vec<String> {
@@ -117,6 +126,7 @@ impl MembershipStore {
             .append(&self.topic, partition, vec![record])
             .await?;
         apply(&mut self.groups.write().expect("membership lock"), &event);
+        self.version.fetch_add(1, Ordering::AcqRel);
         Ok(Some(event))
     }
 }

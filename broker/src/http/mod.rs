@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use chorus_chat::gateway::Gateway;
 use chorus_chat::Chat;
 
 use crate::broker::Broker;
@@ -37,7 +38,7 @@ pub type Body = Full<Bytes>;
 pub struct Services {
     pub broker: Arc<Broker>,
     /// `None` when the chat fabric is switched off.
-    pub chat: Option<Arc<Chat>>,
+    pub gateway: Option<Arc<Gateway>>,
 }
 
 /// Binds `addr` and serves until `shutdown` flips. Returns the bound address.
@@ -76,7 +77,9 @@ async fn accept_loop(
                 let services = services.clone();
                 async move { Ok::<_, Infallible>(route(&services, req).await) }
             });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -92,10 +95,19 @@ async fn accept_loop(
 
 async fn route(services: &Services, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    if let Some(chat) = &services.chat {
-        if chorus_chat::api::serves(&path) {
-            return chat_api(chat, req).await;
+    if let Some(gateway) = &services.gateway {
+        if path == "/ws" {
+            return websocket(gateway, req);
         }
+        if path == "/metrics" {
+            return metrics(Some(gateway));
+        }
+        if chorus_chat::api::serves(&path) {
+            return chat_api(gateway.chat(), req).await;
+        }
+    }
+    if path == "/metrics" {
+        return metrics(None);
     }
     let broker = &services.broker;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -111,6 +123,72 @@ async fn route(services: &Services, req: Request<Incoming>) -> Response<Body> {
         }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
+}
+
+/// Prometheus text: the chat fabric's metrics when it runs.
+fn metrics(gateway: Option<&Arc<Gateway>>) -> Response<Body> {
+    let mut text = String::from(
+        "# HELP chorus_up The broker is serving.\n# TYPE chorus_up gauge\nchorus_up 1\n",
+    );
+    if let Some(g) = gateway {
+        text.push_str(&g.metrics.render());
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::from(text)))
+        .expect("a valid response")
+}
+
+/// `GET /ws`: checks the token and origin (401/403 before any upgrade), then switches the
+/// connection to WebSocket and hands it to the gateway.
+fn websocket(gateway: &Arc<Gateway>, mut req: Request<Incoming>) -> Response<Body> {
+    let header = |name: hyper::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let claims = match gateway.authorize(
+        req.uri().query(),
+        header(hyper::header::AUTHORIZATION).as_deref(),
+        header(hyper::header::ORIGIN).as_deref(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return json(status, &e.body());
+        }
+    };
+    let upgrade =
+        header(hyper::header::UPGRADE).is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let version_ok = header(hyper::header::SEC_WEBSOCKET_VERSION).as_deref() == Some("13");
+    let Some(key) = header(hyper::header::SEC_WEBSOCKET_KEY).filter(|_| upgrade && version_ok)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (version 13)",
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    // Registered now, before the 101 goes out, so nothing sent after it is missed.
+    let admitted = gateway.admit(claims);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => chorus_chat::gateway::serve(admitted, TokioIo::new(upgraded)).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(
+            hyper::header::SEC_WEBSOCKET_ACCEPT,
+            chorus_chat::gateway::accept_key(key.as_bytes()),
+        )
+        .body(Full::new(Bytes::new()))
+        .expect("a valid response")
 }
 
 /// Hands a chat API request to the chat fabric, with its body read up to the chat's limit.

@@ -7,6 +7,7 @@ mod wire;
 mod admin;
 mod bad_input;
 mod chat_http;
+mod chat_ws;
 mod embedded;
 mod fetch;
 mod group_protocol;

@@ -1,0 +1,469 @@
+//! One WebSocket connection: a single task that reads the client's frames, writes what the
+//! fan-out queues for it, pings, redelivers unacked pushes and says goodbye.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{stopped, Admitted, Gateway, Push};
+use crate::error::ChatError;
+use crate::event::StoredMessage;
+use crate::ids::Conversation;
+use crate::messages::{Draft, Recipient};
+use crate::metrics::Metrics;
+use crate::now_ms;
+
+/// Largest frame read from a client: the 10 KiB content plus its JSON envelope. Larger
+/// frames are answered MESSAGE_TOO_LARGE by the content check when they fit here, and
+/// close the connection (1009) when they do not.
+const MAX_FRAME_BYTES: usize = 64 << 10;
+/// Messages replayed per history read of a `subscribe` with `since`.
+const REPLAY_PAGE: usize = 500;
+
+/// A pushed message waiting for the client's ack.
+struct Pending {
+    frame: String,
+    sent_at: Instant,
+}
+
+/// The sequence numbers of one conversation a client has: everything up to `through`,
+/// and the ones in `above` (pushed live before a replay filled in what came before).
+#[derive(Debug, Default)]
+struct Delivered {
+    through: u64,
+    above: std::collections::BTreeSet<u64>,
+}
+
+impl Delivered {
+    /// Records `seq`; false when the client already has it.
+    fn insert(&mut self, seq: u64) -> bool {
+        if seq <= self.through || !self.above.insert(seq) {
+            return false;
+        }
+        while self.above.remove(&(self.through + 1)) {
+            self.through += 1;
+        }
+        true
+    }
+
+    /// The client says it has everything up to `seq`.
+    fn has_through(&mut self, seq: u64) {
+        if seq > self.through {
+            self.through = seq;
+            self.above.retain(|s| *s > seq);
+            while self.above.remove(&(self.through + 1)) {
+                self.through += 1;
+            }
+        }
+    }
+}
+
+/// Per-connection state.
+struct Session<'a> {
+    gateway: &'a Gateway,
+    user: String,
+    /// Sequence numbers delivered per conversation, so a replay and the live stream meet
+    /// without a gap or a duplicate.
+    delivered: HashMap<Conversation, Delivered>,
+    muted: HashSet<Conversation>,
+    pending: HashMap<String, Pending>,
+    bad_frames: u32,
+}
+
+/// Serves an upgraded connection (admitted with [`Gateway::admit`]) until it closes or
+/// the gateway stops.
+pub async fn serve<S>(mut admitted: Admitted, io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let gateway: Arc<Gateway> = admitted.gateway.clone();
+    // Held for the connection's life so shutdown can wait for the goodbye.
+    let Ok(_open) = gateway.open.acquire().await else {
+        return;
+    };
+    let Some(mut queue) = admitted.queue.take() else {
+        return;
+    };
+    let conn = admitted.conn.clone();
+    let user = admitted.claims.user.clone();
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let (mut sink, mut stream) = ws.split();
+    let chat_config = &gateway.chat.config;
+    let mut session = Session {
+        gateway: &gateway,
+        user,
+        delivered: HashMap::new(),
+        muted: HashSet::new(),
+        pending: HashMap::new(),
+        bad_frames: 0,
+    };
+    let mut stop = gateway.shutdown.subscribe();
+    let mut ping = tokio::time::interval(chat_config.ping_interval);
+    ping.tick().await;
+    let mut ack_check = tokio::time::interval(chat_config.ack_timeout / 5);
+    let mut last_heard = Instant::now();
+    let close = |code: CloseCode, reason: &str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        }))
+    };
+    let goodbye: Option<Message> = loop {
+        let mut out: Vec<String> = Vec::new();
+        tokio::select! {
+            // The client's frames first: a `subscribe` already sent is handled before live
+            // pushes queued after it, so its replay comes ahead of them.
+            biased;
+            frame = stream.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        match session.handle(text.as_str(), &mut out).await {
+                            Ok(()) => session.bad_frames = 0,
+                            Err(e) => {
+                                out.push(error_frame(&e, None));
+                                session.bad_frames += 1;
+                                if session.bad_frames >= chat_config.max_bad_frames {
+                                    for f in out.drain(..) {
+                                        let _ = sink.send(Message::text(f)).await;
+                                    }
+                                    break Some(close(CloseCode::Policy, "too many malformed frames"));
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        out.push(error_frame(&ChatError::InvalidMessage("frames must be JSON text"), None));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(e)) => {
+                        tracing::debug!(user = %session.user, error = %e, "websocket read failed");
+                        break Some(close(CloseCode::Size, "frame too large or malformed"));
+                    }
+                }
+            }
+            push = queue.recv() => {
+                if let Some(push) = push {
+                    session.push(push, &mut out);
+                }
+            }
+            _ = conn.wake.notified() => {
+                if conn.overflowed.load(Ordering::Acquire) {
+                    break Some(close(CloseCode::Again, "too slow: the delivery queue overflowed; reconnect and resume with since"));
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= chat_config.idle_timeout {
+                    break Some(close(CloseCode::Away, "no traffic from the client"));
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break None;
+                }
+            }
+            _ = ack_check.tick() => session.redeliver(&mut out),
+            _ = stopped(&mut stop) => {
+                let bye = json!({"type": "reconnect", "reason": "the server is shutting down", "timestamp": now_ms()});
+                let _ = sink.send(Message::text(bye.to_string())).await;
+                break Some(close(CloseCode::Away, "server shutting down"));
+            }
+        }
+        let mut failed = false;
+        for frame in out {
+            if sink.send(Message::text(frame)).await.is_err() {
+                failed = true;
+                break;
+            }
+            Metrics::inc(&gateway.metrics.messages_out);
+        }
+        if failed {
+            break None;
+        }
+    };
+    if let Some(frame) = goodbye {
+        let _ = sink.send(frame).await;
+    }
+    let _ = sink.close().await;
+    // Dropping `admitted` unregisters the connection.
+    drop(admitted);
+}
+
+fn error_frame(e: &ChatError, msg_id: Option<&str>) -> String {
+    let mut frame = json!({
+        "type": "error",
+        "error_code": e.code(),
+        "error_message": e.to_string(),
+        "timestamp": now_ms(),
+    });
+    if let Some(id) = msg_id {
+        frame["msg_id"] = json!(id);
+    }
+    frame.to_string()
+}
+
+fn string_field<'a>(
+    frame: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, ChatError> {
+    match frame.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(ChatError::InvalidMessage("a field has the wrong type")),
+    }
+}
+
+impl Session<'_> {
+    /// Handles one client frame, queueing answers in `out`. An `Err` is a malformed frame
+    /// (counted toward closing the connection); protocol refusals are answered in `out`.
+    async fn handle(&mut self, text: &str, out: &mut Vec<String>) -> Result<(), ChatError> {
+        let frame: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(ChatError::InvalidMessage("frames must be JSON objects")),
+        };
+        match string_field(&frame, "type")? {
+            Some("send_msg") => {
+                let msg_id = string_field(&frame, "msg_id")?
+                    .unwrap_or_default()
+                    .to_string();
+                match self.send(&frame, &msg_id).await {
+                    Ok(m) => {
+                        let mut ack = m.receipt();
+                        ack["type"] = json!("ack");
+                        out.push(ack.to_string());
+                    }
+                    Err(e) => out.push(error_frame(
+                        &e,
+                        Some(&msg_id).filter(|s| !s.is_empty()).map(|s| s.as_str()),
+                    )),
+                }
+                Ok(())
+            }
+            Some("ack") => {
+                let id = string_field(&frame, "msg_id")?
+                    .ok_or(ChatError::InvalidMessage("ack needs msg_id"))?;
+                self.pending.remove(id);
+                Ok(())
+            }
+            Some("subscribe") => {
+                let conversation = conversation_of(&frame)?;
+                let since = match frame.get("since") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_u64().ok_or(ChatError::InvalidMessage(
+                        "since must be a non-negative integer",
+                    ))?),
+                };
+                if let Err(e) = self.subscribe(conversation, since, out).await {
+                    out.push(error_frame(&e, None));
+                }
+                Ok(())
+            }
+            Some("unsubscribe") => {
+                self.muted.insert(conversation_of(&frame)?);
+                Ok(())
+            }
+            Some("heartbeat") => {
+                out.push(json!({"type": "heartbeat", "timestamp": now_ms()}).to_string());
+                Ok(())
+            }
+            Some(_) => Err(ChatError::InvalidMessage("unknown frame type")),
+            None => Err(ChatError::InvalidMessage("frames need a type")),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        frame: &Map<String, Value>,
+        msg_id: &str,
+    ) -> Result<StoredMessage, ChatError> {
+        if msg_id.is_empty() {
+            return Err(ChatError::InvalidMessage("send_msg needs msg_id"));
+        }
+        let content = string_field(frame, "content")?
+            .ok_or(ChatError::InvalidMessage("send_msg needs content"))?;
+        let to = match (
+            string_field(frame, "recipient")?,
+            string_field(frame, "group_id")?,
+        ) {
+            (Some(r), None) if !r.is_empty() => Recipient::User(r.to_string()),
+            (None, Some(g)) if !g.is_empty() => Recipient::Group(g.to_string()),
+            _ => {
+                return Err(ChatError::InvalidMessage(
+                    "send_msg needs exactly one of recipient and group_id",
+                ))
+            }
+        };
+        if !self.gateway.limits.allow(&self.user) {
+            Metrics::inc(&self.gateway.metrics.rate_limited);
+            return Err(ChatError::RateLimited);
+        }
+        let draft = Draft {
+            msg_id: msg_id.to_string(),
+            sender_id: self.user.clone(),
+            to,
+            content: content.to_string(),
+        };
+        let (message, _) = self.gateway.chat.send(draft).await?;
+        Metrics::inc(&self.gateway.metrics.messages_in);
+        Ok(message)
+    }
+
+    async fn subscribe(
+        &mut self,
+        conversation: Conversation,
+        since: Option<u64>,
+        out: &mut Vec<String>,
+    ) -> Result<(), ChatError> {
+        let chat = &self.gateway.chat;
+        match &conversation {
+            Conversation::Stream(s) => {
+                if let Some((a, b)) = chat.messages.parties(s).await {
+                    if a != self.user && b != self.user {
+                        return Err(ChatError::Forbidden("not a party to this conversation"));
+                    }
+                }
+            }
+            Conversation::Group(g) => {
+                if !chat.membership.is_member(g, &self.user) {
+                    return Err(ChatError::Forbidden("not a member of this group"));
+                }
+            }
+        }
+        self.muted.remove(&conversation);
+        let Some(mut since) = since else {
+            return Ok(());
+        };
+        // Live pushes for this conversation already flow to this connection (the fan-out
+        // does not wait for subscriptions), and those arriving while the replay runs wait
+        // in its queue; what came before is in the log. `delivered` drops the overlap, so
+        // the replay and the live stream meet without a gap or a duplicate.
+        self.delivered
+            .entry(conversation.clone())
+            .or_default()
+            .has_through(since);
+        loop {
+            let page = chat
+                .messages
+                .history(&conversation, since, REPLAY_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            since = last.sequence_number;
+            let full = page.len() == REPLAY_PAGE;
+            for m in page {
+                self.deliver_message(&m, out);
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, push: Push, out: &mut Vec<String>) {
+        match push {
+            Push::Message(m) => self.deliver_message(&m, out),
+            Push::Membership(e) => out.push(e.frame().to_string()),
+            Push::Notification(n) => {
+                let frame = json!({
+                    "type": "notification",
+                    "notification_type": n.get("notification_type").cloned().unwrap_or(Value::Null),
+                    "payload": n.get("payload").cloned().unwrap_or(Value::Null),
+                    "timestamp": n.get("timestamp").cloned().unwrap_or(json!(now_ms())),
+                });
+                out.push(frame.to_string());
+            }
+        }
+    }
+
+    fn deliver_message(&mut self, m: &StoredMessage, out: &mut Vec<String>) {
+        let Some(conversation) = m.conversation() else {
+            return;
+        };
+        if self.muted.contains(&conversation) {
+            return;
+        }
+        if !self
+            .delivered
+            .entry(conversation)
+            .or_default()
+            .insert(m.sequence_number)
+        {
+            return;
+        }
+        let frame = m.frame().to_string();
+        self.gateway
+            .metrics
+            .observe_delivery(now_ms().saturating_sub(m.timestamp).max(0) as u64);
+        self.pending.insert(
+            m.msg_id.clone(),
+            Pending {
+                frame: frame.clone(),
+                sent_at: Instant::now(),
+            },
+        );
+        out.push(frame);
+    }
+
+    /// Sends again every push not acked within the ack timeout.
+    fn redeliver(&mut self, out: &mut Vec<String>) {
+        let timeout = self.gateway.chat.config.ack_timeout;
+        for pending in self.pending.values_mut() {
+            if pending.sent_at.elapsed() >= timeout {
+                Metrics::inc(&self.gateway.metrics.ack_timeouts);
+                pending.sent_at = Instant::now();
+                out.push(pending.frame.clone());
+            }
+        }
+    }
+}
+
+fn conversation_of(frame: &Map<String, Value>) -> Result<Conversation, ChatError> {
+    match (
+        string_field(frame, "stream_id")?,
+        string_field(frame, "group_id")?,
+    ) {
+        (Some(s), None) if !s.is_empty() => Ok(Conversation::Stream(s.to_string())),
+        (None, Some(g)) if !g.is_empty() => Ok(Conversation::Group(g.to_string())),
+        _ => Err(ChatError::InvalidMessage(
+            "give exactly one of stream_id and group_id",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Delivered;
+
+    #[test]
+    fn delivered_sequence_numbers_are_never_sent_twice() {
+        let mut d = Delivered::default();
+        assert!(d.insert(6));
+        assert!(d.insert(7));
+        d.has_through(2);
+        assert!(d.insert(3));
+        assert!(d.insert(4));
+        assert!(d.insert(5));
+        assert!(!d.insert(6), "pushed live already");
+        assert!(!d.insert(4));
+        assert!(d.insert(8));
+        assert_eq!((d.through, d.above.len()), (8, 0));
+        d.has_through(20);
+        assert!(!d.insert(15));
+        assert!(d.insert(21));
+    }
+}

@@ -1,0 +1,335 @@
+//! The WebSocket gateway (`chat-protocol.md`): authenticated connections, fan-out of what
+//! lands in the chat topics to the local connections that should see it, per-user rate
+//! limits, acks with redelivery, and a graceful goodbye.
+//!
+//! Fan-out: one task per partition of `chat.messages`, `chat.membership` and
+//! `notifications` reads from the end of the log (every gateway delivers to its own
+//! connections) and hands each event to the connections of the users it concerns: both
+//! parties of a 1:1 message, the connected members of a group (from a membership cache
+//! with a TTL, invalidated by the group's membership events), the user of a notification.
+//! Each connection has a bounded queue; one that overflows is closed with a reason rather
+//! than slowing the others.
+
+mod cache;
+mod connection;
+mod ratelimit;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::auth::Claims;
+use crate::error::ChatError;
+use crate::event::{MembershipEvent, StoredMessage};
+use crate::log::Log;
+use crate::metrics::Metrics;
+use crate::{now_ms, Chat};
+
+pub use connection::serve;
+
+/// What the fan-out hands a connection.
+#[derive(Debug, Clone)]
+pub enum Push {
+    Message(Arc<StoredMessage>),
+    Membership(Arc<MembershipEvent>),
+    Notification(Arc<Value>),
+}
+
+/// The gateway's view of one connection.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Push>,
+    /// Set when its queue overflowed; the connection closes itself when woken.
+    overflowed: AtomicBool,
+    wake: Notify,
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    chat: Arc<Chat>,
+    pub metrics: Arc<Metrics>,
+    connections: Mutex<HashMap<String, Vec<Arc<Conn>>>>,
+    next_id: AtomicU64,
+    members: cache::MembershipCache,
+    limits: ratelimit::RateLimits,
+    shutdown: watch::Sender<bool>,
+    /// The connections' tasks register here so shutdown can wait for their goodbyes.
+    open: tokio::sync::Semaphore,
+}
+
+/// Most connections a gateway waits for at shutdown (a semaphore's permit count).
+const MAX_TRACKED: u32 = 1 << 24;
+
+impl Gateway {
+    /// Starts the fan-out tasks over `log`.
+    pub async fn start(chat: Arc<Chat>, log: Arc<dyn Log>) -> crate::log::Result<Arc<Gateway>> {
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown, _) = watch::channel(false);
+        let gateway = Arc::new(Gateway {
+            members: cache::MembershipCache::new(chat.config.membership_ttl),
+            limits: ratelimit::RateLimits::new(chat.config.rate_limit_per_second),
+            chat: chat.clone(),
+            metrics,
+            connections: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            shutdown,
+            open: tokio::sync::Semaphore::new(MAX_TRACKED as usize),
+        });
+        let topics = [
+            chat.config.messages_topic.clone(),
+            chat.config.membership_topic.clone(),
+            chat.config.notifications_topic.clone(),
+        ];
+        for topic in topics {
+            for partition in 0..log.partition_count(&topic).await? {
+                let (_, end) = log.offsets(&topic, partition).await?;
+                tokio::spawn(fan_out(
+                    gateway.clone(),
+                    log.clone(),
+                    topic.clone(),
+                    partition,
+                    end,
+                ));
+            }
+        }
+        Ok(gateway)
+    }
+
+    pub fn chat(&self) -> &Arc<Chat> {
+        &self.chat
+    }
+
+    /// Checks a WebSocket request before the upgrade: the token (query `token=` or
+    /// `Authorization: Bearer`) and the `Origin`.
+    pub fn authorize(
+        &self,
+        query: Option<&str>,
+        authorization: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Claims, ChatError> {
+        if let Some(origin) = origin {
+            let allowed = &self.chat.config.allowed_origins;
+            if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
+                return Err(ChatError::Forbidden(
+                    "this origin may not open a chat connection",
+                ));
+            }
+        }
+        let from_query = query.and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("token="))
+                .map(str::to_string)
+        });
+        let token = match (
+            from_query,
+            authorization.and_then(|h| h.strip_prefix("Bearer ")),
+        ) {
+            (Some(t), _) => t,
+            (None, Some(t)) => t.trim().to_string(),
+            (None, None) => {
+                return Err(ChatError::Unauthorized(
+                    "a token is required (?token= or Authorization: Bearer)",
+                ))
+            }
+        };
+        self.chat.verifier.verify(&token, now_ms() / 1000)
+    }
+
+    /// Registers a connection for `claims.user` before its upgrade is answered, so every
+    /// event fanned out after the client sees the 101 reaches it. Hand the result to
+    /// [`serve`]; dropping it unregisters.
+    pub fn admit(self: &Arc<Self>, claims: Claims) -> Admitted {
+        let (conn, queue) = self.register(&claims.user);
+        Admitted {
+            gateway: self.clone(),
+            claims,
+            conn,
+            queue: Some(queue),
+        }
+    }
+
+    fn register(&self, user: &str) -> (Arc<Conn>, mpsc::Receiver<Push>) {
+        let (tx, rx) = mpsc::channel(self.chat.config.connection_queue);
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            overflowed: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .entry(user.to_string())
+            .or_default()
+            .push(conn.clone());
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        (conn, rx)
+    }
+
+    fn unregister(&self, user: &str, id: u64) {
+        let mut all = self.connections.lock().expect("connections lock");
+        if let Some(list) = all.get_mut(user) {
+            list.retain(|c| c.id != id);
+            if list.is_empty() {
+                all.remove(user);
+            }
+        }
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether `user` has a live connection here.
+    pub fn is_connected(&self, user: &str) -> bool {
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .contains_key(user)
+    }
+
+    /// Queues `push` for every connection of `user`; a full queue marks that connection
+    /// too slow (it closes itself) without touching the others.
+    fn deliver(&self, user: &str, push: &Push) {
+        let conns: Vec<Arc<Conn>> =
+            match self.connections.lock().expect("connections lock").get(user) {
+                Some(list) => list.clone(),
+                None => return,
+            };
+        for conn in conns {
+            if conn.tx.try_send(push.clone()).is_err()
+                && !conn.overflowed.swap(true, Ordering::AcqRel)
+            {
+                Metrics::inc(&self.metrics.slow_disconnects);
+                conn.wake.notify_one();
+            }
+        }
+    }
+
+    /// Users a message goes to.
+    fn audience(&self, m: &StoredMessage) -> Vec<String> {
+        match (&m.receiver_id, &m.group_id) {
+            (Some(r), _) => {
+                let mut users = vec![m.sender_id.clone(), r.clone()];
+                users.dedup();
+                users
+            }
+            (None, Some(g)) => self.group_members(g),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A group's members, through the cache.
+    fn group_members(&self, group: &str) -> Vec<String> {
+        let version = self.chat.membership.version();
+        if let Some(members) = self.members.get(group, version) {
+            Metrics::inc(&self.metrics.cache_hits);
+            return members;
+        }
+        Metrics::inc(&self.metrics.cache_misses);
+        let members = self.chat.membership.members(group);
+        self.members.put(group, version, members.clone());
+        members
+    }
+
+    /// Tells every connection to say goodbye (`reconnect`, then close 1001) and waits, up
+    /// to `wait`, until they have.
+    pub async fn shutdown(&self, wait: Duration) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(wait, self.open.acquire_many(MAX_TRACKED)).await;
+    }
+}
+
+/// A connection registered with the gateway and not yet served.
+#[derive(Debug)]
+pub struct Admitted {
+    gateway: Arc<Gateway>,
+    claims: Claims,
+    conn: Arc<Conn>,
+    queue: Option<mpsc::Receiver<Push>>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.gateway.unregister(&self.claims.user, self.conn.id);
+    }
+}
+
+/// Resolves once the gateway is stopping, at once if it already is (a connection that
+/// starts during shutdown must still say goodbye).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Reads one partition of a chat topic from `offset` on and delivers what arrives.
+async fn fan_out(
+    gateway: Arc<Gateway>,
+    log: Arc<dyn Log>,
+    topic: String,
+    partition: i32,
+    mut offset: i64,
+) {
+    let mut stop = gateway.shutdown.subscribe();
+    let config = &gateway.chat.config;
+    loop {
+        let read = tokio::select! {
+            r = log.read(&topic, partition, offset, 1 << 20, Duration::from_secs(5)) => r,
+            _ = stopped(&mut stop) => return,
+        };
+        let records = match read {
+            Ok(r) => r,
+            Err(crate::log::LogError::OffsetOutOfRange { start, .. }) => {
+                offset = start;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(%topic, partition, error = %e, "fan-out read failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for r in records {
+            offset = r.offset + 1;
+            let Some(value) = r.record.value.as_deref() else {
+                continue;
+            };
+            if topic == config.messages_topic {
+                if let Ok(m) = serde_json::from_slice::<StoredMessage>(value) {
+                    let push = Push::Message(Arc::new(m));
+                    if let Push::Message(m) = &push {
+                        for user in gateway.audience(m) {
+                            gateway.deliver(&user, &push);
+                        }
+                    }
+                }
+            } else if topic == config.membership_topic {
+                if let Ok(e) = serde_json::from_slice::<MembershipEvent>(value) {
+                    gateway.members.invalidate(&e.group_id);
+                    let push = Push::Membership(Arc::new(e));
+                    if let Push::Membership(e) = &push {
+                        for user in gateway.group_members(&e.group_id) {
+                            if user != e.user_id {
+                                gateway.deliver(&user, &push);
+                            }
+                        }
+                    }
+                }
+            } else if let Ok(n) = serde_json::from_slice::<Value>(value) {
+                if let Some(user) = n
+                    .get("user_id")
+                    .and_then(|u| u.as_str())
+                    .map(str::to_string)
+                {
+                    gateway.deliver(&user, &Push::Notification(Arc::new(n)));
+                }
+            }
+        }
+    }
+}
+
+/// The `Sec-WebSocket-Accept` answer to a `Sec-WebSocket-Key`.
+pub fn accept_key(key: &[u8]) -> String {
+    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key)
+}
