@@ -630,3 +630,173 @@ async fn several_devices_and_users_each_get_exactly_their_messages() {
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_devices_of_both_users_see_the_same_order() {
+    let broker = gateway_broker(|c| c.rate_limit_per_second = 1000).await;
+    let mut devices = [
+        connect(&broker, "ann").await,
+        connect(&broker, "ann").await,
+        connect(&broker, "bo").await,
+        connect(&broker, "bo").await,
+    ];
+    // Both users write at once, from one device each.
+    for i in 0..15 {
+        let (from, to) = if i % 2 == 0 {
+            ("ann", "bo")
+        } else {
+            ("bo", "ann")
+        };
+        let sender = if from == "ann" { 0 } else { 2 };
+        send(&mut devices[sender], json!({"type": "send_msg", "msg_id": format!("o{i}"), "recipient": to, "content": format!("{i}")})).await;
+    }
+    let mut orders = Vec::new();
+    for ws in devices.iter_mut() {
+        let mut order = Vec::new();
+        while order.len() < 15 {
+            let m = expect(ws, "message").await;
+            send(ws, json!({"type": "ack", "msg_id": m["msg_id"]})).await;
+            order.push((
+                m["sequence_number"].as_u64().unwrap(),
+                m["msg_id"].as_str().unwrap().to_string(),
+            ));
+        }
+        orders.push(order);
+    }
+    let seqs: Vec<u64> = orders[0].iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=15).collect::<Vec<u64>>());
+    for other in &orders[1..] {
+        assert_eq!(other, &orders[0], "devices saw different orders");
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_leaves_a_group_of_five_stops_receiving_and_the_others_are_told() {
+    let broker = gateway_broker(|_| {}).await;
+    let users = ["u1", "u2", "u3", "u4", "u5"];
+    for u in users {
+        http_post(
+            &broker,
+            "/groups/five/members",
+            &jwt(u),
+            json!({"user_id": u}),
+        )
+        .await;
+    }
+    let mut conns = Vec::new();
+    for u in users {
+        conns.push(connect(&broker, u).await);
+    }
+    let (status, _) = http_request(
+        http_addr(&broker),
+        "DELETE",
+        "/groups/five/members/u5",
+        Some(&format!("Bearer {}", jwt("u5"))),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    for ws in conns.iter_mut().take(4) {
+        let change = expect(ws, "membership_change").await;
+        assert_eq!(
+            (change["user_id"].as_str(), change["event_type"].as_str()),
+            (Some("u5"), Some("leave"))
+        );
+    }
+    send(
+        &mut conns[0],
+        json!({"type": "send_msg", "msg_id": "after", "group_id": "five", "content": "u5 is gone"}),
+    )
+    .await;
+    for ws in conns.iter_mut().take(4) {
+        assert_eq!(expect(ws, "message").await["msg_id"], "after");
+    }
+    let leaver = &mut conns[4];
+    while let Some(f) = next_frame(leaver, 500).await {
+        assert_ne!(
+            f["type"], "message",
+            "a member who left still receives: {f}"
+        );
+        assert_ne!(
+            f["type"], "membership_change",
+            "the leaver was told of their own leave: {f}"
+        );
+    }
+    send(
+        leaver,
+        json!({"type": "send_msg", "msg_id": "late", "group_id": "five", "content": "hello?"}),
+    )
+    .await;
+    assert_eq!(expect(leaver, "error").await["error_code"], "FORBIDDEN");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_without_slowing_others() {
+    let broker = gateway_broker(|c| {
+        c.connection_queue = 8;
+        c.rate_limit_per_second = 100_000;
+    })
+    .await;
+    let mut slow = connect(&broker, "slow").await;
+    let mut fast = connect(&broker, "fast").await;
+    // A group both are in, so one send reaches both.
+    for u in ["slow", "fast", "writer"] {
+        http_post(
+            &broker,
+            "/groups/flood/members",
+            &jwt(u),
+            json!({"user_id": u}),
+        )
+        .await;
+    }
+    // Enough large messages that the slow client's socket buffers fill and its queue
+    // overflows; the fast one keeps reading and acking throughout.
+    let content = "y".repeat(10_000);
+    let total = 1500;
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < total {
+            let m = expect(&mut fast, "message").await;
+            send(&mut fast, json!({"type": "ack", "msg_id": m["msg_id"]})).await;
+            got += 1;
+        }
+        got
+    });
+    // Written over HTTP: the writer has no connection that would need reading too.
+    let token = jwt("writer");
+    for i in 0..total {
+        let (status, _) = http_post(&broker, "/chat/messages", &token, json!({"msg_id": format!("w{i}"), "sender_id": "writer", "group_id": "flood", "content": content})).await;
+        assert_eq!(status, 201);
+    }
+    assert_eq!(
+        within(60, reader).await.unwrap(),
+        total,
+        "the fast client missed messages"
+    );
+    // The slow client, reading at last, finds its connection closed with the reason.
+    let ended = within(30, async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| (f.code, f.reason.to_string())),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    if let Some((code, reason)) = ended {
+        assert_eq!(code, CloseCode::Again);
+        assert!(reason.contains("too slow"), "{reason}");
+    }
+    let gateway = broker.server.as_ref().unwrap().gateway.clone().unwrap();
+    assert_eq!(
+        gateway
+            .metrics
+            .slow_disconnects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    broker.stop().await;
+}

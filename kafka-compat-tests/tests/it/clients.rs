@@ -82,6 +82,9 @@ pub fn chorus_binary() -> PathBuf {
         .clone()
 }
 
+/// The chat fabric's JWT secret in the test processes (client scripts sign with it).
+pub const CHAT_SECRET: &str = "compat-secret";
+
 /// A `chorus serve` process with its own data directory, listening on 127.0.0.1 ports
 /// the kernel picks (read back from its startup line). Killed when dropped.
 pub struct Broker {
@@ -152,6 +155,7 @@ async fn spawn(dir: &Path) -> (Child, String, String) {
         .args(["--group-min-session-timeout-ms", "500"])
         .args(["--group-consumer-heartbeat-interval-ms", "200"])
         .args(["--offsets-topic-num-partitions", "4"])
+        .args(["--jwt-secret", CHAT_SECRET])
         .env("RUST_LOG", "warn,chorus_broker::server=info")
         .env("NO_COLOR", "1")
         .env_remove("CHORUS_CONFIG")

@@ -1,6 +1,7 @@
 //! Third-party clients against a Chorus broker.
 
 mod basics;
+mod chat;
 mod cli;
 mod clients;
 mod groups;
