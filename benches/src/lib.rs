@@ -89,6 +89,8 @@ pub fn fsync_per_mib(dir: &std::path::Path, duration: Duration) -> f64 {
 pub struct Chorus {
     child: Child,
     pub bootstrap: String,
+    /// The HTTP listener (admin endpoints, chat API, WebSocket gateway).
+    pub http: String,
     _dir: tempfile::TempDir,
 }
 
@@ -105,11 +107,12 @@ impl Chorus {
         let port = free_port();
         let http = free_port();
         let bootstrap = format!("127.0.0.1:{port}");
+        let http_addr = format!("127.0.0.1:{http}");
         let child = Command::new(&bin)
             .args(["serve", "--data-dir"])
             .arg(dir.path())
             .args(["--listen", &bootstrap])
-            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--http-listen", &http_addr])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -120,11 +123,30 @@ impl Chorus {
             assert!(Instant::now() < deadline, "chorus did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
+        while std::net::TcpStream::connect(&http_addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chorus did not start its HTTP listener"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Chorus {
             child,
             bootstrap,
+            http: http_addr,
             _dir: dir,
         }
+    }
+
+    /// The server's resident memory in bytes (from `/proc`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 }
 
