@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::{stopped, Admitted, Gateway, Push};
@@ -28,10 +28,13 @@ use crate::now_ms;
 const MAX_FRAME_BYTES: usize = 64 << 10;
 /// Messages replayed per history read of a `subscribe` with `since`.
 const REPLAY_PAGE: usize = 500;
+/// Pushes taken from the queue for one write.
+const BATCH_PUSHES: usize = 64;
 
 /// A pushed message waiting for the client's ack.
 struct Pending {
-    frame: String,
+    /// Shared with every other recipient of the same push.
+    frame: Utf8Bytes,
     sent_at: Instant,
 }
 
@@ -98,7 +101,7 @@ where
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let (mut sink, mut stream) = ws.split();
@@ -123,7 +126,7 @@ where
         }))
     };
     let goodbye: Option<Message> = loop {
-        let mut out: Vec<String> = Vec::new();
+        let mut out: Vec<Utf8Bytes> = Vec::new();
         tokio::select! {
             // The client's frames first: a `subscribe` already sent is handled before live
             // pushes queued after it, so its replay comes ahead of them.
@@ -135,11 +138,11 @@ where
                         match session.handle(text.as_str(), &mut out).await {
                             Ok(()) => session.bad_frames = 0,
                             Err(e) => {
-                                out.push(error_frame(&e, None));
+                                out.push(error_frame_bytes(&e, None));
                                 session.bad_frames += 1;
                                 if session.bad_frames >= chat_config.max_bad_frames {
                                     for f in out.drain(..) {
-                                        let _ = sink.send(Message::text(f)).await;
+                                        let _ = sink.send(Message::Text(f)).await;
                                     }
                                     break Some(close(CloseCode::Policy, "too many malformed frames"));
                                 }
@@ -147,7 +150,7 @@ where
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        out.push(error_frame(&ChatError::InvalidMessage("frames must be JSON text"), None));
+                        out.push(error_frame_bytes(&ChatError::InvalidMessage("frames must be JSON text"), None));
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break None,
@@ -160,6 +163,13 @@ where
             push = queue.recv() => {
                 if let Some(push) = push {
                     session.push(push, &mut out);
+                    // Take what else is waiting, so a burst goes out in one write.
+                    for _ in 0..BATCH_PUSHES {
+                        match queue.try_recv() {
+                            Ok(push) => session.push(push, &mut out),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             _ = conn.wake.notified() => {
@@ -182,16 +192,22 @@ where
                 break Some(close(CloseCode::Away, "server shutting down"));
             }
         }
-        let mut failed = false;
-        for frame in out {
-            if sink.send(Message::text(frame)).await.is_err() {
-                failed = true;
-                break;
+        if !out.is_empty() {
+            let sent = out.len() as u64;
+            let mut failed = false;
+            for frame in out {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    failed = true;
+                    break;
+                }
             }
-            Metrics::inc(&gateway.metrics.messages_out);
-        }
-        if failed {
-            break None;
+            if failed || sink.flush().await.is_err() {
+                break None;
+            }
+            gateway
+                .metrics
+                .messages_out
+                .fetch_add(sent, Ordering::Relaxed);
         }
     };
     if let Some(frame) = goodbye {
@@ -200,6 +216,10 @@ where
     let _ = sink.close().await;
     // Dropping `admitted` unregisters the connection.
     drop(admitted);
+}
+
+fn error_frame_bytes(e: &ChatError, msg_id: Option<&str>) -> Utf8Bytes {
+    Utf8Bytes::from(error_frame(e, msg_id))
 }
 
 fn error_frame(e: &ChatError, msg_id: Option<&str>) -> String {
@@ -229,7 +249,7 @@ fn string_field<'a>(
 impl Session<'_> {
     /// Handles one client frame, queueing answers in `out`. An `Err` is a malformed frame
     /// (counted toward closing the connection); protocol refusals are answered in `out`.
-    async fn handle(&mut self, text: &str, out: &mut Vec<String>) -> Result<(), ChatError> {
+    async fn handle(&mut self, text: &str, out: &mut Vec<Utf8Bytes>) -> Result<(), ChatError> {
         let frame: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(map)) => map,
             _ => return Err(ChatError::InvalidMessage("frames must be JSON objects")),
@@ -243,9 +263,9 @@ impl Session<'_> {
                     Ok(m) => {
                         let mut ack = m.receipt();
                         ack["type"] = json!("ack");
-                        out.push(ack.to_string());
+                        out.push(ack.to_string().into());
                     }
-                    Err(e) => out.push(error_frame(
+                    Err(e) => out.push(error_frame_bytes(
                         &e,
                         Some(&msg_id).filter(|s| !s.is_empty()).map(|s| s.as_str()),
                     )),
@@ -267,7 +287,7 @@ impl Session<'_> {
                     ))?),
                 };
                 if let Err(e) = self.subscribe(conversation, since, out).await {
-                    out.push(error_frame(&e, None));
+                    out.push(error_frame_bytes(&e, None));
                 }
                 Ok(())
             }
@@ -276,7 +296,11 @@ impl Session<'_> {
                 Ok(())
             }
             Some("heartbeat") => {
-                out.push(json!({"type": "heartbeat", "timestamp": now_ms()}).to_string());
+                out.push(
+                    json!({"type": "heartbeat", "timestamp": now_ms()})
+                        .to_string()
+                        .into(),
+                );
                 Ok(())
             }
             Some(_) => Err(ChatError::InvalidMessage("unknown frame type")),
@@ -325,7 +349,7 @@ impl Session<'_> {
         &mut self,
         conversation: Conversation,
         since: Option<u64>,
-        out: &mut Vec<String>,
+        out: &mut Vec<Utf8Bytes>,
     ) -> Result<(), ChatError> {
         let chat = &self.gateway.chat;
         match &conversation {
@@ -365,7 +389,7 @@ impl Session<'_> {
             since = last.sequence_number;
             let full = page.len() == REPLAY_PAGE;
             for m in page {
-                self.deliver_message(&m, out);
+                self.deliver_message(&m, None, out);
             }
             if !full {
                 break;
@@ -374,10 +398,10 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn push(&mut self, push: Push, out: &mut Vec<String>) {
+    fn push(&mut self, push: Push, out: &mut Vec<Utf8Bytes>) {
         match push {
-            Push::Message(m) => self.deliver_message(&m, out),
-            Push::Membership(e) => out.push(e.frame().to_string()),
+            Push::Message(m, frame) => self.deliver_message(&m, Some(frame), out),
+            Push::Membership(e) => out.push(e.frame().to_string().into()),
             Push::Notification(n) => {
                 let frame = json!({
                     "type": "notification",
@@ -385,12 +409,19 @@ impl Session<'_> {
                     "payload": n.get("payload").cloned().unwrap_or(Value::Null),
                     "timestamp": n.get("timestamp").cloned().unwrap_or(json!(now_ms())),
                 });
-                out.push(frame.to_string());
+                out.push(frame.to_string().into());
             }
         }
     }
 
-    fn deliver_message(&mut self, m: &StoredMessage, out: &mut Vec<String>) {
+    /// Queues `m` unless muted or already delivered; `frame` is its serialized frame when
+    /// the fan-out made one.
+    fn deliver_message(
+        &mut self,
+        m: &StoredMessage,
+        frame: Option<Utf8Bytes>,
+        out: &mut Vec<Utf8Bytes>,
+    ) {
         let Some(conversation) = m.conversation() else {
             return;
         };
@@ -405,7 +436,7 @@ impl Session<'_> {
         {
             return;
         }
-        let frame = m.frame().to_string();
+        let frame = frame.unwrap_or_else(|| Utf8Bytes::from(m.frame().to_string()));
         self.gateway
             .metrics
             .observe_delivery(now_ms().saturating_sub(m.timestamp).max(0) as u64);
@@ -420,7 +451,7 @@ impl Session<'_> {
     }
 
     /// Sends again every push not acked within the ack timeout.
-    fn redeliver(&mut self, out: &mut Vec<String>) {
+    fn redeliver(&mut self, out: &mut Vec<Utf8Bytes>) {
         let timeout = self.gateway.chat.config.ack_timeout;
         for pending in self.pending.values_mut() {
             if pending.sent_at.elapsed() >= timeout {

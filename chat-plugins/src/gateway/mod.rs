@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::auth::Claims;
 use crate::error::ChatError;
@@ -34,7 +35,8 @@ pub use connection::serve;
 /// What the fan-out hands a connection.
 #[derive(Debug, Clone)]
 pub enum Push {
-    Message(Arc<StoredMessage>),
+    /// The message and its `message` frame, serialized once for every recipient.
+    Message(Arc<StoredMessage>, Utf8Bytes),
     Membership(Arc<MembershipEvent>),
     Notification(Arc<Value>),
 }
@@ -297,8 +299,9 @@ async fn fan_out(
             };
             if topic == config.messages_topic {
                 if let Ok(m) = serde_json::from_slice::<StoredMessage>(value) {
-                    let push = Push::Message(Arc::new(m));
-                    if let Push::Message(m) = &push {
+                    let frame = Utf8Bytes::from(m.frame().to_string());
+                    let push = Push::Message(Arc::new(m), frame);
+                    if let Push::Message(m, _) = &push {
                         for user in gateway.audience(m) {
                             gateway.deliver(&user, &push);
                         }
