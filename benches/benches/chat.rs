@@ -212,8 +212,8 @@ async fn run() {
         assert_eq!(status, 201);
     }
 
-    // Memory: RSS as idle connections open.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Memory: RSS as idle connections open (after the gateway has taken in the joins).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut samples = vec![(0usize, chorus.rss_bytes())];
     let mut opened = 0;
     for &target in &idle_steps {

@@ -223,6 +223,23 @@ impl Gateway {
         }
     }
 
+    /// The group's members with a connection here. Walks the connected users and asks the
+    /// membership store, so a burst of joins to a big group costs each event the number of
+    /// connected users, not the group's size (and does not refill the cache each time).
+    fn connected_members(&self, group: &str) -> Vec<String> {
+        let users: Vec<String> = self
+            .connections
+            .lock()
+            .expect("connections lock")
+            .keys()
+            .cloned()
+            .collect();
+        users
+            .into_iter()
+            .filter(|u| self.chat.membership.is_member(group, u))
+            .collect()
+    }
+
     /// A group's members, through the cache.
     fn group_members(&self, group: &str) -> Vec<String> {
         let version = self.chat.membership.version();
@@ -312,7 +329,7 @@ async fn fan_out(
                     gateway.members.invalidate(&e.group_id);
                     let push = Push::Membership(Arc::new(e));
                     if let Push::Membership(e) = &push {
-                        for user in gateway.group_members(&e.group_id) {
+                        for user in gateway.connected_members(&e.group_id) {
                             if user != e.user_id {
                                 gateway.deliver(&user, &push);
                             }
