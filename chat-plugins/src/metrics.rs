@@ -16,6 +16,8 @@ pub struct Metrics {
     pub slow_disconnects: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    /// Deliveries per bucket (not cumulative; summed when rendered), so recording one is a
+    /// single atomic add.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_count: AtomicU64,
     latency_sum_ms: AtomicU64,
@@ -28,10 +30,8 @@ impl Metrics {
 
     /// Records one delivery that took `ms` from the append to the write to the client.
     pub fn observe_delivery(&self, ms: u64) {
-        for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
-            if ms <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|bound| ms <= *bound) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
@@ -103,11 +103,12 @@ impl Metrics {
             out,
             "# HELP chorus_chat_delivery_latency_ms Time from the append to the write to the client.\n# TYPE chorus_chat_delivery_latency_ms histogram"
         );
+        let mut cumulative = 0;
         for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
+            cumulative += load(bucket);
             let _ = writeln!(
                 out,
-                "chorus_chat_delivery_latency_ms_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
+                "chorus_chat_delivery_latency_ms_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = load(&self.latency_count);

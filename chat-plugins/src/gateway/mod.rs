@@ -192,14 +192,19 @@ impl Gateway {
             .contains_key(user)
     }
 
-    /// Queues `push` for every connection of `user`; a full queue marks that connection
-    /// too slow (it closes itself) without touching the others.
-    fn deliver(&self, user: &str, push: &Push) {
-        let conns: Vec<Arc<Conn>> =
-            match self.connections.lock().expect("connections lock").get(user) {
-                Some(list) => list.clone(),
-                None => return,
-            };
+    /// Queues `push` for every connection of each of `users`; a full queue marks that
+    /// connection too slow (it closes itself) without touching the others. The connection
+    /// table is locked once for the whole list.
+    fn deliver_all(&self, users: &[String], push: &Push) {
+        let conns: Vec<Arc<Conn>> = {
+            let table = self.connections.lock().expect("connections lock");
+            users
+                .iter()
+                .filter_map(|u| table.get(u))
+                .flatten()
+                .cloned()
+                .collect()
+        };
         for conn in conns {
             if conn.tx.try_send(push.clone()).is_err()
                 && !conn.overflowed.swap(true, Ordering::AcqRel)
@@ -319,9 +324,7 @@ async fn fan_out(
                     let frame = Utf8Bytes::from(m.frame().to_string());
                     let push = Push::Message(Arc::new(m), frame);
                     if let Push::Message(m, _) = &push {
-                        for user in gateway.audience(m) {
-                            gateway.deliver(&user, &push);
-                        }
+                        gateway.deliver_all(&gateway.audience(m), &push);
                     }
                 }
             } else if topic == config.membership_topic {
@@ -329,11 +332,9 @@ async fn fan_out(
                     gateway.members.invalidate(&e.group_id);
                     let push = Push::Membership(Arc::new(e));
                     if let Push::Membership(e) = &push {
-                        for user in gateway.connected_members(&e.group_id) {
-                            if user != e.user_id {
-                                gateway.deliver(&user, &push);
-                            }
-                        }
+                        let mut others = gateway.connected_members(&e.group_id);
+                        others.retain(|u| *u != e.user_id);
+                        gateway.deliver_all(&others, &push);
                     }
                 }
             } else if let Ok(n) = serde_json::from_slice::<Value>(value) {
@@ -342,7 +343,7 @@ async fn fan_out(
                     .and_then(|u| u.as_str())
                     .map(str::to_string)
                 {
-                    gateway.deliver(&user, &Push::Notification(Arc::new(n)));
+                    gateway.deliver_all(&[user], &Push::Notification(Arc::new(n)));
                 }
             }
         }
