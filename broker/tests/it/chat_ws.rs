@@ -373,14 +373,16 @@ async fn group_messages_reach_members_and_membership_changes_are_pushed() {
     )
     .await;
     for ws in [&mut alice, &mut carol] {
-        let change = expect(ws, "membership_change").await;
+        // Skip the earlier joins of alice and carol, which may still be fanning out.
+        let change = loop {
+            let change = expect(ws, "membership_change").await;
+            if change["user_id"] == "dave" {
+                break change;
+            }
+        };
         assert_eq!(
-            (
-                change["group_id"].as_str(),
-                change["user_id"].as_str(),
-                change["event_type"].as_str()
-            ),
-            (Some("team"), Some("dave"), Some("join"))
+            (change["group_id"].as_str(), change["event_type"].as_str()),
+            (Some("team"), Some("join"))
         );
     }
     // The cache was invalidated by the event: dave gets the next group message.
@@ -698,11 +700,15 @@ async fn a_member_who_leaves_a_group_of_five_stops_receiving_and_the_others_are_
     .await;
     assert_eq!(status, 204);
     for ws in conns.iter_mut().take(4) {
-        let change = expect(ws, "membership_change").await;
-        assert_eq!(
-            (change["user_id"].as_str(), change["event_type"].as_str()),
-            (Some("u5"), Some("leave"))
-        );
+        // The joins above may still be fanning out as the members connect; the leave is
+        // the change this test is about.
+        loop {
+            let change = expect(ws, "membership_change").await;
+            if change["event_type"] == "leave" {
+                assert_eq!(change["user_id"], "u5");
+                break;
+            }
+        }
     }
     send(
         &mut conns[0],
@@ -735,7 +741,7 @@ async fn a_member_who_leaves_a_group_of_five_stops_receiving_and_the_others_are_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_disconnected_without_slowing_others() {
     let broker = gateway_broker(|c| {
-        c.connection_queue = 8;
+        c.connection_queue = 256;
         c.rate_limit_per_second = 100_000;
     })
     .await;
