@@ -115,9 +115,9 @@ pub struct FileConfig {
     pub chat_allowed_origins: Option<Vec<String>>,
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
     pub group_consumer_session_timeout_ms: Option<i32>,
-    /// Sections owned by other parts of Chorus (the chat fabric); kept for them.
+    /// The chat plugins: `[[chat.cdc]]`, `[chat.notify]`, `[chat.email]`, `[chat.retry]`.
     #[serde(default)]
-    pub chat: Option<toml::Value>,
+    pub chat: Option<chorus_chat::plugins::PluginsConfig>,
 }
 
 /// The validated configuration.
@@ -149,6 +149,8 @@ pub struct BrokerConfig {
     /// The whole chat configuration, when a test tunes its timings; `None` builds it from
     /// the settings above.
     pub chat_config: Option<chorus_chat::ChatConfig>,
+    /// CDC ingest, chat notifications and e-mail (the `[chat]` section of the file).
+    pub chat_plugins: chorus_chat::plugins::PluginsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +171,8 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    #[error("chat plugins: {0}")]
+    Plugins(String),
     #[error("topic default {0}")]
     TopicDefault(#[from] chorus_storage::config::ConfigError),
 }
@@ -202,6 +206,8 @@ impl BrokerConfig {
     /// Layers flags/environment over the file over the defaults, and validates.
     pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
         let groups = group_config(&args, &file)?;
+        let chat_plugins = file.chat.clone().unwrap_or_default();
+        chat_plugins.validate().map_err(ConfigError::Plugins)?;
         let listen_text = args
             .listen
             .or(file.listen)
@@ -315,6 +321,7 @@ impl BrokerConfig {
                 args.chat_allowed_origins
             },
             chat_config: None,
+            chat_plugins,
         })
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use chorus_chat::gateway::Gateway;
+use chorus_chat::plugins::Plugins;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
@@ -21,6 +22,8 @@ use crate::connection;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for chat connections to say goodbye.
 const GATEWAY_GOODBYE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for each chat plugin to commit and leave its group.
+const PLUGINS_STOP: Duration = Duration::from_secs(5);
 
 /// A running broker.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub struct Server {
     pub broker: Arc<Broker>,
     /// The chat fabric's gateway, when it runs.
     pub gateway: Option<Arc<Gateway>>,
+    /// The chat plugins (CDC, notifications, e-mail), when the chat fabric runs.
+    plugins: Option<Plugins>,
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
     connections: Arc<Semaphore>,
@@ -52,10 +57,11 @@ impl Server {
         let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(max_connections));
-        let gateway = if broker.config.chat_enabled {
-            Some(start_chat(&broker).await?)
+        let (gateway, plugins) = if broker.config.chat_enabled {
+            let (gateway, plugins) = start_chat(&broker).await?;
+            (Some(gateway), Some(plugins))
         } else {
-            None
+            (None, None)
         };
         let services = crate::http::Services {
             broker: broker.clone(),
@@ -82,6 +88,7 @@ impl Server {
             http,
             broker,
             gateway,
+            plugins,
             shutdown,
             accept,
             connections,
@@ -95,10 +102,14 @@ impl Server {
     }
 
     /// Graceful shutdown; returns once every log is synced and closed.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
         // Chat clients are told to reconnect first, while the listener still runs.
         if let Some(gateway) = &self.gateway {
             gateway.shutdown(GATEWAY_GOODBYE).await;
+        }
+        // The plugins commit what they finished while the log is still open.
+        if let Some(plugins) = self.plugins.take() {
+            plugins.stop(PLUGINS_STOP).await;
         }
         let _ = self.shutdown.send(true);
         let _ = self.accept.await;
@@ -119,8 +130,8 @@ impl Server {
     }
 }
 
-/// Starts the chat fabric over the in-process log.
-async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<Arc<Gateway>> {
+/// Starts the chat fabric and its plugins over the in-process log.
+async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<(Arc<Gateway>, Plugins)> {
     let secret = match &broker.config.jwt_secret {
         Some(s) => s.clone(),
         None => {
@@ -142,7 +153,9 @@ async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<Arc<Gateway>> {
     let log: Arc<dyn chorus_chat::log::Log> =
         Arc::new(crate::embedded::EmbeddedLog::new(broker.clone()));
     let chat = chorus_chat::Chat::start(log.clone(), config).await?;
-    Ok(Gateway::start(chat, log).await?)
+    let gateway = Gateway::start(chat.clone(), log.clone()).await?;
+    let plugins = Plugins::start(chat, gateway.clone(), log, &broker.config.chat_plugins).await?;
+    Ok((gateway, plugins))
 }
 
 async fn accept_loop(

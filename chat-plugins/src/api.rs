@@ -308,7 +308,7 @@ impl Chat {
             Some(p @ Value::Object(_)) => p.clone(),
             _ => return Err(ChatError::InvalidMessage("payload must be a JSON object")),
         };
-        let offset = self.notify(&user, kind, payload).await?;
+        let offset = self.notify(&user, kind, payload, None).await?;
         Ok(HttpResponse::ok(202, json!({"offset": offset})))
     }
 }

@@ -11,6 +11,8 @@ pub struct ChatConfig {
     pub membership_topic: String,
     pub notifications_topic: String,
     pub dlq_topic: String,
+    /// Compacted topic of the forwarders' dedup store.
+    pub dedup_topic: String,
     /// Partitions of the chat topics when they are created.
     pub partitions: i32,
     /// Largest message content in bytes.
@@ -44,6 +46,7 @@ impl ChatConfig {
             membership_topic: "chat.membership".into(),
             notifications_topic: "notifications".into(),
             dlq_topic: "chat.dlq".into(),
+            dedup_topic: "chat.dedup".into(),
             partitions: 8,
             max_content_bytes: 10 * 1024,
             max_body_bytes: 64 * 1024,

@@ -9,22 +9,29 @@
 //! path: sequence numbers, retries by msg_id, history), `membership` (group members from
 //! `chat.membership`), `api` (the HTTP API, independent of any HTTP server), `config`,
 //! `error` (the protocol's error codes), `gateway` (the WebSocket gateway and its fan-out),
-//! `metrics` (what `/metrics` shows).
+//! `metrics` (what `/metrics` shows), `notifications` (the notifications topic, once per
+//! id), `forward` (the idempotent forwarder: dedup store, retries, dead letters, and the
+//! chat-notification and e-mail targets), `cdc` (Debezium change events in), `plugins`
+//! (starting the forwarder targets from the `[chat]` configuration).
 //!
 //! Invariant: the log is the single source of truth. Every state here is rebuilt from the
 //! chat topics on start, and a write is acknowledged only once its append is durable.
 
 pub mod api;
 pub mod auth;
+pub mod cdc;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod forward;
 pub mod gateway;
 pub mod ids;
 pub mod log;
 pub mod membership;
 pub mod messages;
 pub mod metrics;
+pub mod notifications;
+pub mod plugins;
 pub mod scan;
 
 use std::sync::Arc;
@@ -35,6 +42,7 @@ use crate::auth::Verifier;
 use crate::log::{Log, TopicSpec};
 use crate::membership::MembershipStore;
 use crate::messages::MessageStore;
+use crate::notifications::NotificationStore;
 
 /// The running chat fabric.
 #[derive(Debug)]
@@ -43,8 +51,7 @@ pub struct Chat {
     pub verifier: Verifier,
     pub messages: MessageStore,
     pub membership: MembershipStore,
-    log: Arc<dyn Log>,
-    notification_partitions: i32,
+    pub notifications: NotificationStore,
 }
 
 impl Chat {
@@ -59,53 +66,39 @@ impl Chat {
         let messages = MessageStore::open(log.clone(), &keep(&config.messages_topic)).await?;
         let membership =
             MembershipStore::open(log.clone(), &keep(&config.membership_topic)).await?;
-        let notification_partitions = log
-            .ensure_topic(&TopicSpec {
+        let notifications = NotificationStore::open(
+            log.clone(),
+            &TopicSpec {
                 name: config.notifications_topic.clone(),
                 partitions: config.partitions,
                 configs: Vec::new(),
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Arc::new(Chat {
             verifier: Verifier::new(&config.jwt_secret),
             config,
             messages,
             membership,
-            log,
-            notification_partitions,
+            notifications,
         }))
     }
 
     /// Appends a notification for `user` to the notifications topic (keyed by user, so a
-    /// user's notifications stay in order). Returns its offset.
+    /// user's notifications stay in order). With an `id`, a repeat of that id is not
+    /// appended again. Returns its offset.
     pub async fn notify(
         &self,
         user: &str,
         notification_type: &str,
         payload: serde_json::Value,
+        id: Option<&str>,
     ) -> error::Result<i64> {
-        let now = now_ms();
-        let value = serde_json::json!({
-            "user_id": user,
-            "notification_type": notification_type,
-            "payload": payload,
-            "timestamp": now,
-        });
-        let record = log::Record {
-            key: Some(bytes::Bytes::copy_from_slice(user.as_bytes())),
-            value: Some(bytes::Bytes::from(value.to_string())),
-            headers: vec![log::Header {
-                key: event::TYPE_HEADER.into(),
-                value: Some(bytes::Bytes::from_static(b"notification")),
-            }],
-            timestamp_ms: now,
-        };
-        let partition = log::partition_for_key(user.as_bytes(), self.notification_partitions);
-        let appended = self
-            .log
-            .append(&self.config.notifications_topic, partition, vec![record])
+        let (offset, _) = self
+            .notifications
+            .notify(user, notification_type, payload, id, now_ms())
             .await?;
-        Ok(appended.base_offset)
+        Ok(offset)
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_count: AtomicU64,
     latency_sum_ms: AtomicU64,
+    /// The plugins' forwarder targets, by name.
+    forwarders: std::sync::Mutex<Vec<(String, std::sync::Arc<crate::forward::ForwardMetrics>)>>,
 }
 
 impl Metrics {
@@ -46,6 +48,18 @@ impl Metrics {
         } else {
             hits / total
         }
+    }
+
+    /// Shows a forwarder target's counters with the rest.
+    pub fn register_forwarder(
+        &self,
+        name: String,
+        metrics: std::sync::Arc<crate::forward::ForwardMetrics>,
+    ) {
+        self.forwarders
+            .lock()
+            .expect("forwarders lock")
+            .push((name, metrics));
     }
 
     pub fn render(&self) -> String {
@@ -122,6 +136,9 @@ impl Metrics {
             load(&self.latency_sum_ms)
         );
         let _ = writeln!(out, "chorus_chat_delivery_latency_ms_count {count}");
+        for (name, m) in self.forwarders.lock().expect("forwarders lock").iter() {
+            m.render(name, &mut out);
+        }
         out
     }
 }

@@ -1,7 +1,7 @@
 //! One WebSocket connection: a single task that reads the client's frames, writes what the
 //! fan-out queues for it, pings, redelivers unacked pushes and says goodbye.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,7 +77,8 @@ struct Session<'a> {
     /// Sequence numbers delivered per conversation, so a replay and the live stream meet
     /// without a gap or a duplicate.
     delivered: HashMap<Conversation, Delivered>,
-    muted: HashSet<Conversation>,
+    /// Shared with the gateway (the chat notifier asks who is not receiving what).
+    conn: Arc<super::Conn>,
     pending: HashMap<String, Pending>,
     bad_frames: u32,
 }
@@ -110,7 +111,7 @@ where
         gateway: &gateway,
         user,
         delivered: HashMap::new(),
-        muted: HashSet::new(),
+        conn: conn.clone(),
         pending: HashMap::new(),
         bad_frames: 0,
     };
@@ -292,7 +293,11 @@ impl Session<'_> {
                 Ok(())
             }
             Some("unsubscribe") => {
-                self.muted.insert(conversation_of(&frame)?);
+                let conversation = conversation_of(&frame)?;
+                let mut muted = self.conn.muted.lock().expect("muted lock");
+                if !muted.contains(&conversation) {
+                    muted.push(conversation);
+                }
                 Ok(())
             }
             Some("heartbeat") => {
@@ -366,7 +371,11 @@ impl Session<'_> {
                 }
             }
         }
-        self.muted.remove(&conversation);
+        self.conn
+            .muted
+            .lock()
+            .expect("muted lock")
+            .retain(|c| *c != conversation);
         let Some(mut since) = since else {
             return Ok(());
         };
@@ -425,7 +434,7 @@ impl Session<'_> {
         let Some(conversation) = m.conversation() else {
             return;
         };
-        if self.muted.contains(&conversation) {
+        if self.conn.is_muted(&conversation) {
             return;
         }
         if !self

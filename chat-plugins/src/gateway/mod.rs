@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::auth::Claims;
 use crate::error::ChatError;
 use crate::event::{MembershipEvent, StoredMessage};
+use crate::ids::Conversation;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::{now_ms, Chat};
@@ -49,6 +50,17 @@ struct Conn {
     /// Set when its queue overflowed; the connection closes itself when woken.
     overflowed: AtomicBool,
     wake: Notify,
+    /// Conversations the client unsubscribed from (usually none).
+    muted: Mutex<Vec<Conversation>>,
+}
+
+impl Conn {
+    fn is_muted(&self, conversation: &Conversation) -> bool {
+        self.muted
+            .lock()
+            .expect("muted lock")
+            .contains(conversation)
+    }
 }
 
 #[derive(Debug)]
@@ -162,6 +174,7 @@ impl Gateway {
             tx,
             overflowed: AtomicBool::new(false),
             wake: Notify::new(),
+            muted: Mutex::new(Vec::new()),
         });
         self.connections
             .lock()
@@ -190,6 +203,21 @@ impl Gateway {
             .lock()
             .expect("connections lock")
             .contains_key(user)
+    }
+
+    /// Those of `users` who would not see a new message of `conversation` here: no
+    /// connection, or every connection unsubscribed from it.
+    pub fn not_receiving(&self, users: &[String], conversation: &Conversation) -> Vec<String> {
+        let table = self.connections.lock().expect("connections lock");
+        users
+            .iter()
+            .filter(|u| {
+                table
+                    .get(*u)
+                    .is_none_or(|conns| conns.iter().all(|c| c.is_muted(conversation)))
+            })
+            .cloned()
+            .collect()
     }
 
     /// Queues `push` for every connection of each of `users`; a full queue marks that

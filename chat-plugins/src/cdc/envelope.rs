@@ -1,0 +1,236 @@
+//! Reading Debezium change events, whatever form they arrive in. The form is detected from
+//! the event itself:
+//!
+//! - the JSON converter's `{"schema": .., "payload": ..}` wrapper is taken off first;
+//! - a change event envelope (`op`, `before`, `after`, `source`, `ts_ms`) from the
+//!   PostgreSQL connector (`after` is an object) or the MongoDB connector (`after` is a
+//!   string of extended JSON);
+//! - the outbox event router's output: the payload (a JSON string, or an object when the
+//!   router expands it), keyed by the aggregate id, with the event id in the `id` header;
+//! - the flattened row of the new-record-state extraction, with `__deleted` (and `__op`
+//!   when configured);
+//! - a tombstone (no value), which follows every delete.
+//!
+//! Only inserts (and snapshot reads) become rows; updates, deletes, truncates and
+//! tombstones are recognised and passed over. Anything else is an error for the
+//! dead-letter topic.
+
+use serde_json::{Map, Value};
+
+use crate::log::Record;
+
+/// Where a row's outbox metadata is put: `__aggregateid` (the record key), `__id` (the
+/// event id header), and `__<header>` for every other header.
+pub const OUTBOX_PREFIX: &str = "__";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new row (insert, or a snapshot read), with the table or collection it came from
+    /// when the event says.
+    Insert {
+        row: Map<String, Value>,
+        table: Option<String>,
+    },
+    /// Something that is not an insert; `what` says which (for logs and metrics).
+    Other { what: &'static str },
+}
+
+/// Why an event cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the value is not JSON: {0}")]
+    NotJson(String),
+    #[error("unknown op {0:?}")]
+    UnknownOp(String),
+    #[error("the insert has no `after` row")]
+    NoAfter,
+    #[error("`after` is not a JSON object: {0}")]
+    BadAfter(String),
+    #[error("the outbox payload is not a JSON object: {0}")]
+    BadPayload(String),
+    #[error("the event is neither a Debezium envelope, an outbox event nor a flattened row")]
+    Unrecognised,
+}
+
+/// Reads one record of a CDC topic.
+pub fn parse(record: &Record) -> Result<Change, EnvelopeError> {
+    let Some(bytes) = record.value.as_deref() else {
+        return Ok(Change::Other { what: "tombstone" });
+    };
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+    let value = unwrap_schema(value);
+    let outbox = record.header("id").is_some();
+    match value {
+        Value::Null => Ok(Change::Other { what: "tombstone" }),
+        Value::Object(map) if map.get("op").is_some_and(Value::is_string) => envelope(map),
+        // The router's default: the payload as a JSON string.
+        Value::String(text) => {
+            let row = object_from_text(&text).map_err(EnvelopeError::BadPayload)?;
+            Ok(Change::Insert {
+                row: with_outbox_metadata(row, record),
+                table: None,
+            })
+        }
+        Value::Object(mut map) if outbox => {
+            // Expanded payload, or a payload with extra fields placed in the envelope.
+            let row = match map.remove("payload") {
+                Some(payload) => {
+                    let mut row = match payload {
+                        Value::Object(o) => o,
+                        Value::String(text) => {
+                            object_from_text(&text).map_err(EnvelopeError::BadPayload)?
+                        }
+                        other => return Err(EnvelopeError::BadPayload(other.to_string())),
+                    };
+                    for (k, v) in map {
+                        row.entry(format!("{OUTBOX_PREFIX}{k}")).or_insert(v);
+                    }
+                    row
+                }
+                None => map,
+            };
+            Ok(Change::Insert {
+                row: with_outbox_metadata(row, record),
+                table: None,
+            })
+        }
+        Value::Object(map) => flattened(map),
+        _ => Err(EnvelopeError::Unrecognised),
+    }
+}
+
+/// Takes off the JSON converter's `{"schema", "payload"}` wrapper.
+fn unwrap_schema(value: Value) -> Value {
+    match value {
+        Value::Object(mut map)
+            if map.len() == 2 && map.contains_key("schema") && map.contains_key("payload") =>
+        {
+            map.remove("payload").unwrap_or(Value::Null)
+        }
+        other => other,
+    }
+}
+
+/// A change event envelope.
+fn envelope(mut map: Map<String, Value>) -> Result<Change, EnvelopeError> {
+    let op = map.get("op").and_then(Value::as_str).unwrap_or_default();
+    match op {
+        "c" | "r" => {}
+        "u" => return Ok(Change::Other { what: "update" }),
+        "d" => return Ok(Change::Other { what: "delete" }),
+        "t" => return Ok(Change::Other { what: "truncate" }),
+        "m" => return Ok(Change::Other { what: "message" }),
+        other => return Err(EnvelopeError::UnknownOp(other.to_string())),
+    }
+    let table = map.get("source").and_then(|s| {
+        s.get("table")
+            .or_else(|| s.get("collection"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let row = match map.remove("after") {
+        Some(Value::Object(row)) => row,
+        // The MongoDB connector sends the document as extended JSON text.
+        Some(Value::String(text)) => object_from_text(&text).map_err(EnvelopeError::BadAfter)?,
+        None | Some(Value::Null) => return Err(EnvelopeError::NoAfter),
+        Some(other) => return Err(EnvelopeError::BadAfter(other.to_string())),
+    };
+    Ok(Change::Insert {
+        row: plain_json(row),
+        table,
+    })
+}
+
+/// A row flattened by the new-record-state extraction.
+fn flattened(row: Map<String, Value>) -> Result<Change, EnvelopeError> {
+    let deleted = match row.get("__deleted") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    };
+    if deleted {
+        return Ok(Change::Other { what: "delete" });
+    }
+    match row.get("__op").and_then(Value::as_str) {
+        None | Some("c" | "r") => {}
+        Some("u") => return Ok(Change::Other { what: "update" }),
+        Some("d") => return Ok(Change::Other { what: "delete" }),
+        Some(other) => return Err(EnvelopeError::UnknownOp(other.to_string())),
+    }
+    let table = row
+        .get("__table")
+        .or_else(|| row.get("__collection"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if row.is_empty() {
+        return Err(EnvelopeError::Unrecognised);
+    }
+    Ok(Change::Insert {
+        row: plain_json(row),
+        table,
+    })
+}
+
+fn object_from_text(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(other) => Err(other.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Adds the outbox router's metadata: the key as `__aggregateid`, headers as `__<name>`.
+fn with_outbox_metadata(mut row: Map<String, Value>, record: &Record) -> Map<String, Value> {
+    if let Some(key) = record
+        .key
+        .as_deref()
+        .and_then(|k| std::str::from_utf8(k).ok())
+    {
+        // The JSON converter writes a string key with its quotes.
+        let key = match serde_json::from_str::<Value>(key) {
+            Ok(Value::String(s)) => s,
+            _ => key.to_string(),
+        };
+        row.insert(format!("{OUTBOX_PREFIX}aggregateid"), Value::String(key));
+    }
+    for h in &record.headers {
+        if let Some(v) = h.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()) {
+            // Header values written by the JSON header converter are quoted too.
+            let v = match serde_json::from_str::<Value>(v) {
+                Ok(Value::String(s)) => s,
+                _ => v.to_string(),
+            };
+            row.insert(format!("{OUTBOX_PREFIX}{}", h.key), Value::String(v));
+        }
+    }
+    plain_json(row)
+}
+
+/// MongoDB extended JSON to plain values: `{"$oid": "x"}` -> "x", `{"$numberLong": "5"}`
+/// -> "5", `{"$date": ..}` -> its number, recursively.
+fn plain_json(row: Map<String, Value>) -> Map<String, Value> {
+    row.into_iter().map(|(k, v)| (k, plain_value(v))).collect()
+}
+
+fn plain_value(v: Value) -> Value {
+    match v {
+        Value::Object(o) if o.len() == 1 && o.keys().all(|k| k.starts_with('$')) => {
+            let inner = o.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null);
+            plain_value(inner)
+        }
+        Value::Object(o) => Value::Object(plain_json(o)),
+        Value::Array(a) => Value::Array(a.into_iter().map(plain_value).collect()),
+        other => other,
+    }
+}
+
+/// A row field as text: strings as they are, numbers and booleans written out.
+pub fn text_field(row: &Map<String, Value>, name: &str) -> Option<String> {
+    match row.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,146 @@
+//! What each forwarder target has already delivered, with an expiry: kept in memory and
+//! written to a compacted topic (`chat.dedup`), so a restart does not deliver again.
+//!
+//! A record's key is `target/key`, its value `{"expires_at": ms}`. Expired entries are
+//! swept from memory and tombstoned, so compaction removes them from the topic too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::log::{partition_for_key, Log, Record, Result, TopicSpec};
+use crate::scan::scan_partition;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    expires_at: i64,
+}
+
+#[derive(Debug)]
+pub struct DedupStore {
+    log: Arc<dyn Log>,
+    topic: String,
+    partitions: i32,
+    /// `target/key` -> expiry in ms since the epoch.
+    entries: Mutex<HashMap<String, i64>>,
+}
+
+fn full_key(target: &str, key: &str) -> String {
+    format!("{target}/{key}")
+}
+
+impl DedupStore {
+    /// Makes sure the topic exists (compacted) and loads the entries not yet expired.
+    pub async fn open(
+        log: Arc<dyn Log>,
+        topic: &str,
+        partitions: i32,
+        now_ms: i64,
+    ) -> Result<DedupStore> {
+        let partitions = log
+            .ensure_topic(&TopicSpec {
+                name: topic.to_string(),
+                partitions,
+                configs: vec![("cleanup.policy".into(), "compact".into())],
+            })
+            .await?;
+        let mut entries = HashMap::new();
+        for p in 0..partitions {
+            scan_partition(log.as_ref(), topic, p, |c| {
+                let Some(key) = c
+                    .record
+                    .key
+                    .as_deref()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                else {
+                    return;
+                };
+                match c
+                    .record
+                    .value
+                    .as_deref()
+                    .and_then(|v| serde_json::from_slice::<Entry>(v).ok())
+                {
+                    Some(e) => entries.insert(key.to_string(), e.expires_at),
+                    None => entries.remove(key),
+                };
+            })
+            .await?;
+        }
+        entries.retain(|_, expires| *expires > now_ms);
+        Ok(DedupStore {
+            log,
+            topic: topic.to_string(),
+            partitions,
+            entries: Mutex::new(entries),
+        })
+    }
+
+    /// Whether `target` delivered `key` and the entry has not expired.
+    pub fn seen(&self, target: &str, key: &str, now_ms: i64) -> bool {
+        self.entries
+            .lock()
+            .expect("dedup lock")
+            .get(&full_key(target, key))
+            .is_some_and(|expires| *expires > now_ms)
+    }
+
+    /// Records that `target` delivered `key`, for `ttl`. Durable when it returns.
+    pub async fn mark(&self, target: &str, key: &str, ttl: Duration, now_ms: i64) -> Result<()> {
+        let full = full_key(target, key);
+        let expires_at = now_ms + ttl.as_millis() as i64;
+        let value = serde_json::to_vec(&Entry { expires_at }).expect("entries serialize");
+        self.append(&full, Some(Bytes::from(value)), now_ms).await?;
+        self.entries
+            .lock()
+            .expect("dedup lock")
+            .insert(full, expires_at);
+        Ok(())
+    }
+
+    /// Forgets expired entries and tombstones them in the topic; returns how many.
+    pub async fn sweep(&self, now_ms: i64) -> Result<usize> {
+        let expired: Vec<String> = {
+            let mut entries = self.entries.lock().expect("dedup lock");
+            let keys: Vec<String> = entries
+                .iter()
+                .filter(|(_, e)| **e <= now_ms)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &keys {
+                entries.remove(k);
+            }
+            keys
+        };
+        for key in &expired {
+            self.append(key, None, now_ms).await?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Live entries (for metrics and tests).
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("dedup lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn append(&self, key: &str, value: Option<Bytes>, now_ms: i64) -> Result<()> {
+        let partition = partition_for_key(key.as_bytes(), self.partitions);
+        let record = Record {
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value,
+            headers: Vec::new(),
+            timestamp_ms: now_ms,
+        };
+        self.log
+            .append(&self.topic, partition, vec![record])
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! The chat notifier: a chat message to someone who is not receiving that conversation
+//! (no live connection here, or unsubscribed from it) becomes a `chat` notification for
+//! them, once per conversation per TTL (6 h by default), so an ongoing conversation
+//! notifies once rather than per message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::dedup::DedupStore;
+use super::{Failure, Outcome, Plan, RetryPolicy, Target};
+use crate::event::StoredMessage;
+use crate::gateway::Gateway;
+use crate::log::{BoxFuture, Consumed, StartFrom};
+use crate::{now_ms, Chat};
+
+/// `[chat.notify]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub enabled: bool,
+    /// One notification per conversation and user within this many seconds.
+    pub dedup_seconds: u64,
+    pub retry: Option<RetryPolicy>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            enabled: true,
+            dedup_seconds: 6 * 3600,
+            retry: None,
+        }
+    }
+}
+
+/// Characters of the message shown in the notification.
+const PREVIEW_CHARS: usize = 140;
+
+#[derive(Debug)]
+pub struct ChatNotifier {
+    chat: Arc<Chat>,
+    gateway: Arc<Gateway>,
+    dedup: Arc<DedupStore>,
+    ttl: Duration,
+}
+
+#[derive(Debug)]
+pub struct NotifyJob {
+    message: StoredMessage,
+    /// Who may need a notification: the receiver, or the group's other members.
+    users: Vec<String>,
+}
+
+impl ChatNotifier {
+    pub const NAME: &'static str = "notify";
+
+    pub fn new(
+        chat: Arc<Chat>,
+        gateway: Arc<Gateway>,
+        dedup: Arc<DedupStore>,
+        config: &NotifyConfig,
+    ) -> Self {
+        ChatNotifier {
+            chat,
+            gateway,
+            dedup,
+            ttl: Duration::from_secs(config.dedup_seconds),
+        }
+    }
+}
+
+impl Target for ChatNotifier {
+    type Job = NotifyJob;
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec![self.chat.config.messages_topic.clone()]
+    }
+
+    fn start_from(&self) -> StartFrom {
+        StartFrom::Latest
+    }
+
+    fn plan(&self, record: &Consumed) -> Plan<NotifyJob> {
+        let Some(message) = record
+            .record
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<StoredMessage>(v).ok())
+        else {
+            return Plan::Skip;
+        };
+        let Some(conversation) = message.conversation() else {
+            return Plan::Skip;
+        };
+        let mut users = match (&message.receiver_id, &message.group_id) {
+            (Some(r), _) => vec![r.clone()],
+            (None, Some(g)) => self.chat.membership.members(g),
+            _ => Vec::new(),
+        };
+        users.retain(|u| *u != message.sender_id);
+        if users.is_empty() {
+            return Plan::Skip;
+        }
+        Plan::Deliver {
+            order_key: conversation.key().to_string(),
+            dedup: None,
+            job: NotifyJob { message, users },
+        }
+    }
+
+    fn deliver<'a>(&'a self, job: &'a NotifyJob) -> BoxFuture<'a, Result<Outcome, Failure>> {
+        Box::pin(async move {
+            let m = &job.message;
+            let Some(conversation) = m.conversation() else {
+                return Ok(Outcome::NotNeeded);
+            };
+            let absent = self.gateway.not_receiving(&job.users, &conversation);
+            let mut notified = 0;
+            for user in absent {
+                // Per user, so a retry after a partial failure only does the rest.
+                let key = format!("{}/{user}", conversation.key());
+                if self.dedup.seen(Self::NAME, &key, now_ms()) {
+                    continue;
+                }
+                let mut payload = json!({
+                    "sender_id": m.sender_id,
+                    "msg_id": m.msg_id,
+                    "sequence_number": m.sequence_number,
+                    "preview": m.content.chars().take(PREVIEW_CHARS).collect::<String>(),
+                });
+                match (&m.stream_id, &m.group_id) {
+                    (Some(s), _) => payload["stream_id"] = json!(s),
+                    (_, Some(g)) => payload["group_id"] = json!(g),
+                    _ => {}
+                }
+                // The id makes a re-run of this job (crash before the dedup mark) append
+                // nothing new.
+                let id = format!("chat:{}:{}:{user}", m.sender_id, m.msg_id);
+                self.chat
+                    .notify(&user, "chat", payload, Some(&id))
+                    .await
+                    .map_err(|e| Failure::Retry(format!("notification for {user}: {e}")))?;
+                self.dedup
+                    .mark(Self::NAME, &key, self.ttl, now_ms())
+                    .await
+                    .map_err(|e| Failure::Retry(format!("dedup store: {e}")))?;
+                notified += 1;
+            }
+            Ok(if notified > 0 {
+                Outcome::Delivered
+            } else {
+                Outcome::NotNeeded
+            })
+        })
+    }
+}

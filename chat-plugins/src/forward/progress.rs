@@ -1,0 +1,111 @@
+//! Which offsets a consumer may commit: per partition, everything below the oldest record
+//! still being worked on. Records finish out of order (a conversation that is retrying does
+//! not hold up the others), so a commit never passes one that is not done; a crash then
+//! re-delivers it instead of losing it.
+
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Debug, Default)]
+struct Partition {
+    /// Offsets handed out and not yet done.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset seen.
+    next: i64,
+    /// What was last committed (or -1).
+    committed: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    partitions: HashMap<(String, i32), Partition>,
+}
+
+impl Progress {
+    /// A record at `offset` is being worked on.
+    pub fn start(&mut self, topic: &str, partition: i32, offset: i64) {
+        let p = self
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| Partition {
+                committed: -1,
+                ..Partition::default()
+            });
+        p.pending.insert(offset);
+        p.next = p.next.max(offset + 1);
+    }
+
+    /// The record at `offset` is delivered or dead-lettered.
+    pub fn finish(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+            p.pending.remove(&offset);
+        }
+    }
+
+    /// Records not yet done, over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(|p| p.pending.len()).sum()
+    }
+
+    /// Per partition, the next offset to consume where that moved since the last call:
+    /// what to commit now.
+    pub fn take_commits(&mut self) -> Vec<(String, i32, i64)> {
+        let mut out = Vec::new();
+        for ((topic, partition), p) in &mut self.partitions {
+            let safe = p.pending.first().copied().unwrap_or(p.next);
+            if safe > p.committed {
+                p.committed = safe;
+                out.push((topic.clone(), *partition, safe));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Forgets partitions this member no longer owns; their pending records still finish,
+    /// but the new owner commits that partition from now on.
+    pub fn retain(&mut self, owned: &[(String, i32)]) {
+        self.partitions.retain(|k, _| owned.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_stop_below_the_oldest_unfinished_record() {
+        let mut p = Progress::default();
+        for o in 10..15 {
+            p.start("t", 0, o);
+        }
+        p.start("t", 1, 3);
+        // Where the records start is safe to commit (it is where the group already was).
+        assert_eq!(
+            p.take_commits(),
+            [("t".to_string(), 0, 10), ("t".to_string(), 1, 3)]
+        );
+        p.finish("t", 0, 11);
+        p.finish("t", 0, 12);
+        assert_eq!(p.in_flight(), 4);
+        // 10 is still being worked on: partition 0 may not move past it.
+        assert!(p.take_commits().is_empty());
+        p.finish("t", 0, 10);
+        assert_eq!(p.take_commits(), [("t".to_string(), 0, 13)]);
+        assert!(
+            p.take_commits().is_empty(),
+            "an unchanged position is not committed again"
+        );
+        p.finish("t", 0, 13);
+        p.finish("t", 0, 14);
+        p.finish("t", 1, 3);
+        assert_eq!(
+            p.take_commits(),
+            [("t".to_string(), 0, 15), ("t".to_string(), 1, 4)]
+        );
+        assert_eq!(p.in_flight(), 0);
+        p.retain(&[("t".to_string(), 1)]);
+        p.start("t", 0, 15);
+        p.finish("t", 0, 15);
+        assert_eq!(p.take_commits(), [("t".to_string(), 0, 16)]);
+    }
+}
