@@ -18,10 +18,10 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::common::{http_request, within, TestBroker};
 
-type Client = WebSocketStream<TcpStream>;
+pub(crate) type Client = WebSocketStream<TcpStream>;
 
 /// Chat timings shrunk so the tests do not wait for production timeouts.
-fn test_chat_config() -> ChatConfig {
+pub(crate) fn test_chat_config() -> ChatConfig {
     ChatConfig {
         ack_timeout: Duration::from_millis(400),
         ping_interval: Duration::from_millis(200),
@@ -31,7 +31,7 @@ fn test_chat_config() -> ChatConfig {
     }
 }
 
-async fn gateway_broker(tweak: impl FnOnce(&mut ChatConfig)) -> TestBroker {
+pub(crate) async fn gateway_broker(tweak: impl FnOnce(&mut ChatConfig)) -> TestBroker {
     let mut chat = test_chat_config();
     tweak(&mut chat);
     TestBroker::start_with(move |c| {
@@ -41,21 +41,21 @@ async fn gateway_broker(tweak: impl FnOnce(&mut ChatConfig)) -> TestBroker {
     .await
 }
 
-fn jwt(user: &str) -> String {
+pub(crate) fn jwt(user: &str) -> String {
     let exp = chorus_chat::now_ms() / 1000 + 3600;
     Verifier::new(b"test-secret").sign(&json!({"sub": user, "exp": exp}))
 }
 
-fn service_jwt() -> String {
+pub(crate) fn service_jwt() -> String {
     let exp = chorus_chat::now_ms() / 1000 + 3600;
     Verifier::new(b"test-secret").sign(&json!({"sub": "backend", "exp": exp, "role": "service"}))
 }
 
-fn http_addr(broker: &TestBroker) -> std::net::SocketAddr {
+pub(crate) fn http_addr(broker: &TestBroker) -> std::net::SocketAddr {
     broker.server.as_ref().unwrap().http_addr
 }
 
-async fn connect(broker: &TestBroker, user: &str) -> Client {
+pub(crate) async fn connect(broker: &TestBroker, user: &str) -> Client {
     let addr = http_addr(broker);
     let stream = TcpStream::connect(addr).await.unwrap();
     let url = format!("ws://{addr}/ws?token={}", jwt(user));
@@ -66,12 +66,12 @@ async fn connect(broker: &TestBroker, user: &str) -> Client {
     ws
 }
 
-async fn send(ws: &mut Client, frame: Value) {
+pub(crate) async fn send(ws: &mut Client, frame: Value) {
     ws.send(Message::text(frame.to_string())).await.unwrap();
 }
 
 /// The next JSON frame (pings and pongs skipped), or `None` if none comes within `ms`.
-async fn next_frame(ws: &mut Client, ms: u64) -> Option<Value> {
+pub(crate) async fn next_frame(ws: &mut Client, ms: u64) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
     loop {
         let frame = tokio::time::timeout_at(deadline, ws.next()).await.ok()??;
@@ -84,7 +84,7 @@ async fn next_frame(ws: &mut Client, ms: u64) -> Option<Value> {
 }
 
 /// The next frame of `kind`, skipping others, failing after 5 s.
-async fn expect(ws: &mut Client, kind: &str) -> Value {
+pub(crate) async fn expect(ws: &mut Client, kind: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -111,7 +111,12 @@ async fn close_code(ws: &mut Client) -> Option<CloseCode> {
     .await
 }
 
-async fn http_post(broker: &TestBroker, path: &str, token: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn http_post(
+    broker: &TestBroker,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
     let bytes = serde_json::to_vec(&body).unwrap();
     http_request(
         http_addr(broker),

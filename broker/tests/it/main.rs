@@ -7,6 +7,7 @@ mod wire;
 mod admin;
 mod bad_input;
 mod chat_http;
+mod chat_plugins;
 mod chat_ws;
 mod embedded;
 mod fetch;
