@@ -50,10 +50,10 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     log "installing python3-venv"
     apt_install python3-venv
 fi
-if [ ! -x "$compat/venv/bin/python" ] || ! "$compat/venv/bin/python" -c 'import kafka, confluent_kafka, aiokafka, snappy, lz4.frame, zstandard, cramjam, websockets' >/dev/null 2>&1; then
+if [ ! -x "$compat/venv/bin/python" ] || ! "$compat/venv/bin/python" -c 'import kafka, confluent_kafka, aiokafka, snappy, lz4.frame, zstandard, cramjam, websockets, aiosmtpd' >/dev/null 2>&1; then
     log "installing kafka-python, confluent-kafka, aiokafka and their codecs"
     python3 -m venv "$compat/venv"
-    "$compat/venv/bin/pip" install -q kafka-python confluent-kafka aiokafka cramjam python-snappy lz4 zstandard websockets
+    "$compat/venv/bin/pip" install -q kafka-python confluent-kafka aiokafka cramjam python-snappy lz4 zstandard websockets aiosmtpd
 fi
 if [ ! -d "$compat/node/node_modules/kafkajs" ]; then
     log "installing kafkajs"

@@ -92,17 +92,25 @@ pub struct Broker {
     bootstrap: String,
     pub http: String,
     pub dir: tempfile::TempDir,
+    /// Extra `chorus serve` arguments, used again on a restart.
+    args: Vec<String>,
 }
 
 impl Broker {
     pub async fn start() -> Broker {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A broker started with extra `chorus serve` arguments (such as `--config FILE`).
+    pub async fn start_with(args: Vec<String>) -> Broker {
         let dir = tempfile::tempdir().expect("data dir");
-        let (child, bootstrap, http) = spawn(dir.path()).await;
+        let (child, bootstrap, http) = spawn(dir.path(), &args).await;
         Broker {
             child: Some(child),
             bootstrap,
             http,
             dir,
+            args,
         }
     }
 
@@ -113,7 +121,7 @@ impl Broker {
     /// Graceful stop (SIGTERM), then a new process on the same data (on new ports).
     pub async fn restart(&mut self) {
         self.terminate().await;
-        let (child, bootstrap, http) = spawn(self.dir.path()).await;
+        let (child, bootstrap, http) = spawn(self.dir.path(), &self.args).await;
         self.child = Some(child);
         self.bootstrap = bootstrap;
         self.http = http;
@@ -145,7 +153,7 @@ impl Broker {
 
 /// Starts `chorus serve` on `dir` with test-friendly group timings and returns the process
 /// and its Kafka and HTTP addresses.
-async fn spawn(dir: &Path) -> (Child, String, String) {
+async fn spawn(dir: &Path, extra: &[String]) -> (Child, String, String) {
     let mut child = tokio::process::Command::new(chorus_binary())
         .arg("serve")
         .arg("--data-dir")
@@ -156,6 +164,7 @@ async fn spawn(dir: &Path) -> (Child, String, String) {
         .args(["--group-consumer-heartbeat-interval-ms", "200"])
         .args(["--offsets-topic-num-partitions", "4"])
         .args(["--jwt-secret", CHAT_SECRET])
+        .args(extra)
         .env("RUST_LOG", "warn,chorus_broker::server=info")
         .env("NO_COLOR", "1")
         .env_remove("CHORUS_CONFIG")

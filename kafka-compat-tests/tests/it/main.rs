@@ -4,6 +4,7 @@ mod basics;
 mod chat;
 mod cli;
 mod clients;
+mod email;
 mod groups;
 mod groups_rdkafka;
 mod kcat;
