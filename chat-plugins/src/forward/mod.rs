@@ -20,7 +20,7 @@ pub mod retry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -165,7 +165,6 @@ struct Item<J> {
 
 /// A job finished (delivered, skipped as a duplicate, or dead-lettered).
 struct Done {
-    order_key: Option<String>,
     topic: String,
     partition: i32,
     offset: i64,
@@ -224,28 +223,28 @@ async fn run<T: Target>(
             }
         }
     };
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let worker = Worker {
         target: target.clone(),
         shared: shared.clone(),
         policy,
         metrics: metrics.clone(),
         stop: stop.clone(),
+        queues: Arc::new(Mutex::new(HashMap::new())),
+        done_tx,
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut progress = Progress::default();
-    // Jobs waiting behind a running job with the same ordering key.
-    let mut queues: HashMap<String, VecDeque<Item<T::Job>>> = HashMap::new();
     let mut last_commit = Instant::now();
     loop {
         while let Ok(done) = done_rx.try_recv() {
-            finish(done, &mut progress, &mut queues, &worker, &done_tx);
+            progress.finish(&done.topic, done.partition, done.offset);
         }
         if *stop.borrow() {
             break;
         }
         if progress.in_flight() >= MAX_IN_FLIGHT {
             tokio::select! {
-                Some(done) = done_rx.recv() => finish(done, &mut progress, &mut queues, &worker, &done_tx),
+                Some(done) = done_rx.recv() => progress.finish(&done.topic, done.partition, done.offset),
                 _ = stop.changed() => {}
             }
         } else {
@@ -253,15 +252,7 @@ async fn run<T: Target>(
                 Ok(records) => {
                     for record in records {
                         progress.start(&record.topic, record.partition, record.offset);
-                        schedule(
-                            record,
-                            &target,
-                            &metrics,
-                            &mut progress,
-                            &mut queues,
-                            &worker,
-                            &done_tx,
-                        );
+                        schedule(record, &target, &metrics, &mut progress, &worker);
                     }
                 }
                 Err(e) => {
@@ -313,9 +304,7 @@ fn schedule<T: Target>(
     target: &Arc<T>,
     metrics: &ForwardMetrics,
     progress: &mut Progress,
-    queues: &mut HashMap<String, VecDeque<Item<T::Job>>>,
     worker: &Worker<T>,
-    done_tx: &mpsc::UnboundedSender<Done>,
 ) {
     let item = match target.plan(&record) {
         Plan::Skip => {
@@ -343,33 +332,20 @@ fn schedule<T: Target>(
         },
     };
     if let Some(key) = &item.order_key {
+        let mut queues = worker.queues.lock().expect("queues lock");
         if let Some(waiting) = queues.get_mut(key) {
             waiting.push_back(item);
             return;
         }
         queues.insert(key.clone(), VecDeque::new());
     }
-    worker.spawn(item, done_tx.clone());
+    worker.spawn(item);
 }
 
-fn finish<T: Target>(
-    done: Done,
-    progress: &mut Progress,
-    queues: &mut HashMap<String, VecDeque<Item<T::Job>>>,
-    worker: &Worker<T>,
-    done_tx: &mpsc::UnboundedSender<Done>,
-) {
-    progress.finish(&done.topic, done.partition, done.offset);
-    let Some(key) = done.order_key else {
-        return;
-    };
-    match queues.get_mut(&key).and_then(VecDeque::pop_front) {
-        Some(next) => worker.spawn(next, done_tx.clone()),
-        None => {
-            queues.remove(&key);
-        }
-    }
-}
+/// Jobs waiting behind a running job with the same ordering key. The task running a key's
+/// job takes the next one itself when it finishes, so a key's jobs follow each other at
+/// once whatever the poll loop is doing.
+type Queues<J> = Arc<Mutex<HashMap<String, VecDeque<Item<J>>>>>;
 
 /// Runs jobs: dedup check, delivery with retries, dead letters.
 struct Worker<T: Target> {
@@ -378,34 +354,60 @@ struct Worker<T: Target> {
     policy: RetryPolicy,
     metrics: Arc<ForwardMetrics>,
     stop: watch::Receiver<bool>,
+    queues: Queues<T::Job>,
+    done_tx: mpsc::UnboundedSender<Done>,
 }
 
-impl<T: Target> Worker<T> {
-    fn spawn(&self, item: Item<T::Job>, done_tx: mpsc::UnboundedSender<Done>) {
-        let worker = Worker {
+impl<T: Target> Clone for Worker<T> {
+    fn clone(&self) -> Self {
+        Worker {
             target: self.target.clone(),
             shared: self.shared.clone(),
             policy: self.policy,
             metrics: self.metrics.clone(),
             stop: self.stop.clone(),
-        };
+            queues: self.queues.clone(),
+            done_tx: self.done_tx.clone(),
+        }
+    }
+}
+
+impl<T: Target> Worker<T> {
+    /// Runs `item`, then the jobs queued behind it under the same key.
+    fn spawn(&self, item: Item<T::Job>) {
+        let mut worker = self.clone();
         tokio::spawn(async move {
-            let done = Done {
-                order_key: item.order_key.clone(),
-                topic: item.record.topic.clone(),
-                partition: item.record.partition,
-                offset: item.record.offset,
-            };
-            // Abandoned when stopping: the offset stays uncommitted and the next run
-            // delivers it.
-            if worker.process(item).await {
-                let _ = done_tx.send(done);
+            let mut item = item;
+            loop {
+                let done = Done {
+                    topic: item.record.topic.clone(),
+                    partition: item.record.partition,
+                    offset: item.record.offset,
+                };
+                let key = item.order_key.clone();
+                // Abandoned when stopping: the offset stays uncommitted and the next run
+                // delivers it.
+                if !worker.process(item).await {
+                    return;
+                }
+                let _ = worker.done_tx.send(done);
+                let Some(key) = key else {
+                    return;
+                };
+                let mut queues = worker.queues.lock().expect("queues lock");
+                match queues.get_mut(&key).and_then(VecDeque::pop_front) {
+                    Some(next) => item = next,
+                    None => {
+                        queues.remove(&key);
+                        return;
+                    }
+                }
             }
         });
     }
 
     /// Handles one item; false when it was abandoned because the forwarder is stopping.
-    async fn process(mut self, item: Item<T::Job>) -> bool {
+    async fn process(&mut self, item: Item<T::Job>) -> bool {
         let name = self.target.name().to_string();
         let Some(job) = item.job else {
             let reason = item.reject.unwrap_or_default();
