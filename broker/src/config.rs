@@ -447,6 +447,30 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_of_the_chat_section_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n[chat.retry]").expect("the example") + "```toml\n".len();
+        let text = &readme[start..start + readme[start..].find("```").expect("its end")];
+        let file: FileConfig = toml::from_str(text).expect("the example parses");
+        let c = BrokerConfig::resolve(ServeArgs::default(), file).expect("and is valid");
+        let chat = &c.chat_plugins;
+        assert_eq!(chat.cdc.len(), 1);
+        assert_eq!(chat.cdc[0].fields["msg_id"], "id");
+        assert_eq!(chat.retry.retries, 5);
+        let email = chat.email.as_ref().expect("an e-mail section");
+        assert_eq!(email.addresses["alice"], "alice@example.com");
+        assert_eq!(chat.notify.dedup_seconds, 6 * 3600);
+        // A misspelt key or a bad mapping is refused when the file is read.
+        assert!(toml::from_str::<FileConfig>("[chat.notfy]\nenabled = true").is_err());
+        let bad: FileConfig = toml::from_str(
+            "[[chat.cdc]]\ntopic = \"t\"\nkind = \"chat_message\"\nfields = { reciever_id = \"r\" }",
+        )
+        .unwrap();
+        let err = BrokerConfig::resolve(ServeArgs::default(), bad).unwrap_err();
+        assert!(err.to_string().contains("reciever_id"), "{err}");
+    }
+
+    #[test]
     fn flags_beat_the_file_which_beats_defaults() {
         let file: FileConfig = toml::from_str(
             r#"
