@@ -132,12 +132,12 @@ impl Server {
 
 /// Starts the chat fabric and its plugins over the in-process log.
 async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<(Arc<Gateway>, Plugins)> {
-    let secret = match &broker.config.jwt_secret {
-        Some(s) => s.clone(),
+    let (secret, dev_tokens) = match &broker.config.jwt_secret {
+        Some(s) => (s.clone(), false),
         None => {
             let s = uuid::Uuid::new_v4().simple().to_string();
-            tracing::warn!(secret = %s, "no --jwt-secret given; chat tokens use this random development secret");
-            s
+            tracing::warn!(secret = %s, "no --jwt-secret given; chat tokens use this random development secret, and the demo page at / hands out tokens");
+            (s, true)
         }
     };
     let config = match &broker.config.chat_config {
@@ -147,6 +147,7 @@ async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<(Arc<Gateway>, Plugi
         },
         None => chorus_chat::ChatConfig {
             allowed_origins: broker.config.chat_allowed_origins.clone(),
+            dev_tokens,
             ..chorus_chat::ChatConfig::new(secret)
         },
     };

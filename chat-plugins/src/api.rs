@@ -43,7 +43,10 @@ impl From<ChatError> for HttpResponse {
 
 /// True for paths the chat API serves.
 pub fn serves(path: &str) -> bool {
-    path == "/chat/messages" || path.starts_with("/groups/") || path.starts_with("/notifications/")
+    path == "/chat/messages"
+        || path == "/dev/token"
+        || path.starts_with("/groups/")
+        || path.starts_with("/notifications/")
 }
 
 /// The notification types `POST /notifications/{type}` accepts.
@@ -81,6 +84,7 @@ impl Chat {
                 self.delete_member(req, group, user).await
             }
             ("POST", ["notifications", kind]) => self.post_notification(req, kind).await,
+            ("POST", ["dev", "token"]) => self.dev_token(req),
             (_, ["chat", "messages"] | ["groups", _, "members", ..] | ["notifications", _]) => Err(
                 ChatError::InvalidMessage("this method is not allowed on this path"),
             ),
@@ -289,6 +293,27 @@ impl Chat {
 }
 
 impl Chat {
+    /// A one-hour user token for the demo page, when the server hands them out.
+    fn dev_token(&self, req: HttpRequest<'_>) -> Result<HttpResponse> {
+        if !self.config.dev_tokens {
+            return Err(ChatError::Forbidden(
+                "development tokens are off (the server has a configured --jwt-secret)",
+            ));
+        }
+        let body = self.json_body(req.body)?;
+        let user = match body.get("user_id") {
+            Some(Value::String(u)) if !u.is_empty() && u.len() <= 256 => u.clone(),
+            _ => return Err(ChatError::InvalidMessage("user_id is required")),
+        };
+        let token = self
+            .verifier
+            .sign(&json!({"sub": user, "exp": now_ms() / 1000 + 3600}));
+        Ok(HttpResponse::ok(
+            200,
+            json!({"user_id": user, "token": token}),
+        ))
+    }
+
     async fn post_notification(&self, req: HttpRequest<'_>, kind: &str) -> Result<HttpResponse> {
         let claims = self.authenticate(req.authorization)?;
         if !claims.service {

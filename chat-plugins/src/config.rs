@@ -36,6 +36,9 @@ pub struct ChatConfig {
     pub membership_ttl: Duration,
     /// Malformed frames in a row after which a connection is closed (1008).
     pub max_bad_frames: u32,
+    /// Hand out tokens to anyone at `POST /dev/token` (for the demo page). Only for a
+    /// server that made up its own secret: such tokens prove nothing.
+    pub dev_tokens: bool,
 }
 
 impl ChatConfig {
@@ -60,6 +63,7 @@ impl ChatConfig {
             allowed_origins: Vec::new(),
             membership_ttl: Duration::from_secs(300),
             max_bad_frames: 10,
+            dev_tokens: false,
         }
     }
 }

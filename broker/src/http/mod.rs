@@ -102,6 +102,15 @@ async fn route(services: &Services, req: Request<Incoming>) -> Response<Body> {
         if path == "/metrics" {
             return metrics(Some(gateway));
         }
+        if path == "/" && req.method() == Method::GET {
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/html; charset=utf-8")
+                .body(Full::new(Bytes::from_static(
+                    chorus_chat::demo::PAGE.as_bytes(),
+                )))
+                .expect("a valid response");
+        }
         if chorus_chat::api::serves(&path) {
             return chat_api(gateway.chat(), req).await;
         }

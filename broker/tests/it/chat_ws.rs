@@ -811,3 +811,65 @@ async fn a_client_that_stops_reading_is_disconnected_without_slowing_others() {
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_logs_in_with_a_dev_token_and_chats() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = gateway_broker(|c| c.dev_tokens = true).await;
+    let addr = http_addr(&broker);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    within(5, stream.read_to_string(&mut page)).await.unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("text/html"));
+    assert!(page.contains("<title>Chorus chat</title>"));
+    assert!(page.contains("/dev/token") && page.contains("/ws?token="));
+
+    // What the page does: get a token, open the socket, send, get the ack and the push.
+    let (status, body) = http_request(
+        addr,
+        "POST",
+        "/dev/token",
+        None,
+        Some(br#"{"user_id":"zoe"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut zoe, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws?token={token}"), stream)
+            .await
+            .expect("the dev token opens a socket");
+    let mut yan = connect(&broker, "yan").await;
+    send(
+        &mut zoe,
+        json!({"type": "send_msg", "msg_id": "d1", "recipient": "yan", "content": "hi from the page"}),
+    )
+    .await;
+    assert_eq!(expect(&mut zoe, "ack").await["sequence_number"], 1);
+    assert_eq!(expect(&mut yan, "message").await["sender"], "zoe");
+    for bad in [&b"{}"[..], b"not json", br#"{"user_id":""}"#] {
+        let (status, _) = http_request(addr, "POST", "/dev/token", None, Some(bad)).await;
+        assert_eq!(status, 400);
+    }
+    broker.stop().await;
+
+    // A server with a configured secret hands out nothing.
+    let broker = gateway_broker(|_| {}).await;
+    let (status, body) = http_request(
+        http_addr(&broker),
+        "POST",
+        "/dev/token",
+        None,
+        Some(br#"{"user_id":"zoe"}"#),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error_code"], "FORBIDDEN");
+    broker.stop().await;
+}
