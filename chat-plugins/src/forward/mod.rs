@@ -278,8 +278,9 @@ async fn run<T: Target>(
 }
 
 async fn commit(consumer: &mut dyn GroupConsumer, progress: &mut Progress, name: &str) {
-    progress.retain(&consumer.assignment());
-    let offsets = progress.take_commits();
+    let owned = consumer.assignment();
+    progress.retain(&owned);
+    let offsets = progress.take_commits(&owned);
     if offsets.is_empty() {
         return;
     }

@@ -46,11 +46,14 @@ impl Progress {
         self.partitions.values().map(|p| p.pending.len()).sum()
     }
 
-    /// Per partition, the next offset to consume where that moved since the last call:
-    /// what to commit now.
-    pub fn take_commits(&mut self) -> Vec<(String, i32, i64)> {
+    /// Per partition this member owns, the next offset to consume where that moved since
+    /// the last call: what to commit now.
+    pub fn take_commits(&mut self, owned: &[(String, i32)]) -> Vec<(String, i32, i64)> {
         let mut out = Vec::new();
         for ((topic, partition), p) in &mut self.partitions {
+            if !owned.iter().any(|(t, n)| t == topic && n == partition) {
+                continue;
+            }
             let safe = p.pending.first().copied().unwrap_or(p.next);
             if safe > p.committed {
                 p.committed = safe;
@@ -61,10 +64,12 @@ impl Progress {
         out
     }
 
-    /// Forgets partitions this member no longer owns; their pending records still finish,
-    /// but the new owner commits that partition from now on.
+    /// Forgets partitions this member no longer owns once nothing of them is pending (the
+    /// new owner commits them from now on). A partition with records still pending is
+    /// kept, so if it comes back, its commits still stop below them.
     pub fn retain(&mut self, owned: &[(String, i32)]) {
-        self.partitions.retain(|k, _| owned.contains(k));
+        self.partitions
+            .retain(|k, p| owned.contains(k) || !p.pending.is_empty());
     }
 }
 
@@ -79,33 +84,47 @@ mod tests {
             p.start("t", 0, o);
         }
         p.start("t", 1, 3);
+        let both = [("t".to_string(), 0), ("t".to_string(), 1)];
         // Where the records start is safe to commit (it is where the group already was).
         assert_eq!(
-            p.take_commits(),
+            p.take_commits(&both),
             [("t".to_string(), 0, 10), ("t".to_string(), 1, 3)]
         );
         p.finish("t", 0, 11);
         p.finish("t", 0, 12);
         assert_eq!(p.in_flight(), 4);
         // 10 is still being worked on: partition 0 may not move past it.
-        assert!(p.take_commits().is_empty());
+        assert!(p.take_commits(&both).is_empty());
         p.finish("t", 0, 10);
-        assert_eq!(p.take_commits(), [("t".to_string(), 0, 13)]);
+        assert_eq!(p.take_commits(&both), [("t".to_string(), 0, 13)]);
         assert!(
-            p.take_commits().is_empty(),
+            p.take_commits(&both).is_empty(),
             "an unchanged position is not committed again"
         );
         p.finish("t", 0, 13);
         p.finish("t", 0, 14);
         p.finish("t", 1, 3);
         assert_eq!(
-            p.take_commits(),
+            p.take_commits(&both),
             [("t".to_string(), 0, 15), ("t".to_string(), 1, 4)]
         );
         assert_eq!(p.in_flight(), 0);
-        p.retain(&[("t".to_string(), 1)]);
+        // Partition 0 moves away with a record pending: it is neither committed nor
+        // forgotten, so if it comes back its commits still stop below that record.
         p.start("t", 0, 15);
+        let only_1 = [("t".to_string(), 1)];
+        p.retain(&only_1);
+        p.start("t", 0, 16);
+        p.finish("t", 0, 16);
+        assert!(p.take_commits(&only_1).is_empty());
+        p.retain(&both);
+        assert!(p.take_commits(&both).is_empty(), "15 is still pending");
         p.finish("t", 0, 15);
-        assert_eq!(p.take_commits(), [("t".to_string(), 0, 16)]);
+        p.retain(&only_1);
+        assert_eq!(p.in_flight(), 0);
+        p.start("t", 0, 20);
+        p.finish("t", 0, 20);
+        // Forgotten once nothing was pending: it starts afresh.
+        assert_eq!(p.take_commits(&both), [("t".to_string(), 0, 21)]);
     }
 }
