@@ -36,6 +36,10 @@ pub struct EmailConfig {
     /// Longest wait for the relay per mail.
     #[serde(default = "ten")]
     pub timeout_seconds: u64,
+    /// Notifications older than this are not mailed (a new group reads the topic from
+    /// the start, so the first notifications after a fresh start are not missed).
+    #[serde(default = "hour")]
+    pub max_age_seconds: u64,
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
 }
@@ -48,6 +52,9 @@ fn day() -> u64 {
 }
 fn ten() -> u64 {
     10
+}
+fn hour() -> u64 {
+    3600
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +73,7 @@ pub struct Mailer {
     from: Mailbox,
     addresses: BTreeMap<String, Mailbox>,
     ttl: Duration,
+    max_age_ms: i64,
 }
 
 #[derive(Debug)]
@@ -114,6 +122,7 @@ impl Mailer {
             from: mailbox("from", &config.from)?,
             addresses,
             ttl: Duration::from_secs(config.dedup_seconds),
+            max_age_ms: config.max_age_seconds.saturating_mul(1000) as i64,
         })
     }
 }
@@ -180,10 +189,13 @@ impl Target for Mailer {
     }
 
     fn start_from(&self) -> StartFrom {
-        StartFrom::Latest
+        StartFrom::Earliest
     }
 
     fn plan(&self, record: &Consumed) -> Plan<Mail> {
+        if record.record.timestamp_ms < crate::now_ms() - self.max_age_ms {
+            return Plan::Skip;
+        }
         let Some(n) = record
             .record
             .value

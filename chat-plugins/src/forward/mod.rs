@@ -85,8 +85,8 @@ pub trait Target: Send + Sync + 'static {
     /// The topics it consumes.
     fn topics(&self) -> Vec<String>;
 
-    /// Where a new group starts: CDC reads what is already there, notifications and
-    /// e-mail start from now rather than replaying history.
+    /// Where a new group starts. (Notifications and e-mail start at the beginning too, so
+    /// nothing sent just after a fresh start is missed, and skip what is too old.)
     fn start_from(&self) -> StartFrom;
 
     fn plan(&self, record: &Consumed) -> Plan<Self::Job>;

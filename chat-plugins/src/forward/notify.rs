@@ -23,6 +23,9 @@ pub struct NotifyConfig {
     pub enabled: bool,
     /// One notification per conversation and user within this many seconds.
     pub dedup_seconds: u64,
+    /// Messages older than this are not notified (the plugin reads the topic from the
+    /// start when its group is new, so it sees the first messages after a fresh start).
+    pub max_age_seconds: u64,
     pub retry: Option<RetryPolicy>,
 }
 
@@ -31,6 +34,7 @@ impl Default for NotifyConfig {
         NotifyConfig {
             enabled: true,
             dedup_seconds: 6 * 3600,
+            max_age_seconds: 600,
             retry: None,
         }
     }
@@ -45,6 +49,7 @@ pub struct ChatNotifier {
     gateway: Arc<Gateway>,
     dedup: Arc<DedupStore>,
     ttl: Duration,
+    max_age_ms: i64,
 }
 
 #[derive(Debug)]
@@ -68,6 +73,7 @@ impl ChatNotifier {
             gateway,
             dedup,
             ttl: Duration::from_secs(config.dedup_seconds),
+            max_age_ms: config.max_age_seconds.saturating_mul(1000) as i64,
         }
     }
 }
@@ -84,10 +90,15 @@ impl Target for ChatNotifier {
     }
 
     fn start_from(&self) -> StartFrom {
-        StartFrom::Latest
+        // Not Latest: a new group's first assignment comes a moment after the start, and
+        // the messages sent in that moment must notify too. Old ones are skipped by age.
+        StartFrom::Earliest
     }
 
     fn plan(&self, record: &Consumed) -> Plan<NotifyJob> {
+        if record.record.timestamp_ms < now_ms() - self.max_age_ms {
+            return Plan::Skip;
+        }
         let Some(message) = record
             .record
             .value
