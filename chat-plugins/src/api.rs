@@ -333,7 +333,17 @@ impl Chat {
             Some(p @ Value::Object(_)) => p.clone(),
             _ => return Err(ChatError::InvalidMessage("payload must be a JSON object")),
         };
-        let offset = self.notify(&user, kind, payload, None).await?;
+        // An id makes a retry of the same notification append nothing new.
+        let id = match body.get("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= 256 => Some(id.as_str()),
+            Some(_) => {
+                return Err(ChatError::InvalidMessage(
+                    "id must be a string of 1 to 256 bytes",
+                ))
+            }
+        };
+        let offset = self.notify(&user, kind, payload, id).await?;
         Ok(HttpResponse::ok(202, json!({"offset": offset})))
     }
 }

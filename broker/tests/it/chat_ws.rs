@@ -450,6 +450,61 @@ async fn notifications_reach_the_users_connections() {
     )
     .await;
     assert_eq!(status, 400);
+    // With an id, a retry appends nothing new and answers the original offset.
+    let service = service_jwt();
+    let post = |id: Value| {
+        http_post(
+            &broker,
+            "/notifications/purchase",
+            &service,
+            json!({"user_id": "erin", "payload": {"order": 7}, "id": id}),
+        )
+    };
+    let (status, first) = post(json!("order-7")).await;
+    assert_eq!(status, 202, "{first}");
+    let (_, again) = post(json!("order-7")).await;
+    assert_eq!(again["offset"], first["offset"]);
+    assert_eq!(
+        expect(&mut erin, "notification").await["payload"]["order"],
+        7
+    );
+    let (_, other) = post(json!("order-8")).await;
+    assert_ne!(other["offset"], first["offset"]);
+    for bad in [json!(7), json!(""), json!("x".repeat(300))] {
+        assert_eq!(post(bad).await.0, 400);
+    }
+    // The next push is order-8's (same payload); a second order-7 never comes.
+    let n = expect(&mut erin, "notification").await;
+    assert_eq!(n["payload"]["order"], 7);
+    assert!(next_frame(&mut erin, 300)
+        .await
+        .is_none_or(|f| f["type"] != "notification"));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_is_capped_per_connection_and_the_connection_survives() {
+    let broker = gateway_broker(|_| {}).await;
+    let mut ws = connect(&broker, "ulla").await;
+    for i in 0..1000 {
+        send(
+            &mut ws,
+            json!({"type": "unsubscribe", "stream_id": format!("s{i}")}),
+        )
+        .await;
+    }
+    // The same one again is no growth; a new one is refused.
+    send(&mut ws, json!({"type": "unsubscribe", "stream_id": "s5"})).await;
+    send(
+        &mut ws,
+        json!({"type": "unsubscribe", "group_id": "one-more"}),
+    )
+    .await;
+    let e = expect(&mut ws, "error").await;
+    assert_eq!(e["error_code"], "INVALID_MESSAGE");
+    assert!(e["error_message"].as_str().unwrap().contains("too many"));
+    send(&mut ws, json!({"type": "heartbeat"})).await;
+    expect(&mut ws, "heartbeat").await;
     broker.stop().await;
 }
 

@@ -28,6 +28,9 @@ use crate::now_ms;
 const MAX_FRAME_BYTES: usize = 64 << 10;
 /// Messages replayed per history read of a `subscribe` with `since`.
 const REPLAY_PAGE: usize = 500;
+/// Conversations one connection may be unsubscribed from at once (the list is kept per
+/// connection, so a client must not grow it without end).
+const MAX_UNSUBSCRIBED: usize = 1000;
 /// Pushes taken from the queue for one write.
 const BATCH_PUSHES: usize = 64;
 
@@ -296,6 +299,11 @@ impl Session<'_> {
                 let conversation = conversation_of(&frame)?;
                 let mut muted = self.conn.muted.lock().expect("muted lock");
                 if !muted.contains(&conversation) {
+                    if muted.len() >= MAX_UNSUBSCRIBED {
+                        return Err(ChatError::InvalidMessage(
+                            "too many unsubscribed conversations on this connection",
+                        ));
+                    }
                     muted.push(conversation);
                 }
                 Ok(())
