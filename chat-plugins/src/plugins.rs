@@ -62,7 +62,6 @@ impl PluginsConfig {
 #[derive(Debug)]
 pub struct Plugins {
     running: Vec<Running>,
-    pub dedup: Arc<DedupStore>,
     sweeper: tokio::task::JoinHandle<()>,
 }
 
@@ -86,10 +85,11 @@ impl Plugins {
             dead_letters,
         };
         let mut running = Vec::new();
-        let mut launch = |target: Arc<dyn ErasedStart>, policy: RetryPolicy| {
-            let name = target.target_name();
-            let r = target.start(shared.clone(), policy);
-            gateway.metrics.register_forwarder(name, r.metrics.clone());
+        // Keeps a started target and shows its counters on /metrics.
+        let mut launch = |r: Running, name: &str| {
+            gateway
+                .metrics
+                .register_forwarder(name.to_string(), r.metrics.clone());
             running.push(r);
         };
         for mapping in config.cdc.iter().filter(|m| m.enabled) {
@@ -100,41 +100,40 @@ impl Plugins {
                 configs: Vec::new(),
             })
             .await?;
+            let target = Arc::new(CdcTarget::new(mapping.clone(), chat.clone()));
             let policy = mapping.retry.unwrap_or(config.retry);
             launch(
-                Arc::new(CdcTarget::new(mapping.clone(), chat.clone())),
-                policy,
+                forward::start(target.clone(), shared.clone(), policy),
+                target.name(),
             );
         }
         if config.notify.enabled {
             let notifier =
                 ChatNotifier::new(chat.clone(), gateway.clone(), dedup.clone(), &config.notify);
+            let policy = config.notify.retry.unwrap_or(config.retry);
             launch(
-                Arc::new(notifier),
-                config.notify.retry.unwrap_or(config.retry),
+                forward::start(Arc::new(notifier), shared.clone(), policy),
+                ChatNotifier::NAME,
             );
         }
         if let Some(email) = config.email.as_ref().filter(|e| e.enabled) {
             let mailer = Mailer::new(email, &chat.config.notifications_topic, gateway.clone())?;
-            launch(Arc::new(mailer), email.retry.unwrap_or(config.retry));
+            let policy = email.retry.unwrap_or(config.retry);
+            launch(
+                forward::start(Arc::new(mailer), shared.clone(), policy),
+                Mailer::NAME,
+            );
         }
-        let sweeper = tokio::spawn({
-            let dedup = dedup.clone();
-            async move {
-                let mut tick = tokio::time::interval(SWEEP_EVERY);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = dedup.sweep(now_ms()).await {
-                        tracing::warn!(error = %e, "sweeping the dedup store failed");
-                    }
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = dedup.sweep(now_ms()).await {
+                    tracing::warn!(error = %e, "sweeping the dedup store failed");
                 }
             }
         });
-        Ok(Plugins {
-            running,
-            dedup,
-            sweeper,
-        })
+        Ok(Plugins { running, sweeper })
     }
 
     /// Stops every plugin: what finished is committed, what did not runs again next time.
@@ -143,22 +142,5 @@ impl Plugins {
         for r in self.running {
             r.stop(wait).await;
         }
-    }
-}
-
-/// Starting a target without naming its job type, so targets of different kinds go in one
-/// list.
-trait ErasedStart: Send + Sync {
-    fn target_name(&self) -> String;
-    fn start(self: Arc<Self>, shared: Shared, policy: RetryPolicy) -> Running;
-}
-
-impl<T: Target> ErasedStart for T {
-    fn target_name(&self) -> String {
-        self.name().to_string()
-    }
-
-    fn start(self: Arc<Self>, shared: Shared, policy: RetryPolicy) -> Running {
-        forward::start(self, shared, policy)
     }
 }

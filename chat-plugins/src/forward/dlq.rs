@@ -39,10 +39,6 @@ impl DeadLetters {
         })
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// Appends `source` with why `target` gave up on it after `attempts` tries. Durable
     /// when it returns.
     pub async fn send(

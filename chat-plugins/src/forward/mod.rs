@@ -153,14 +153,20 @@ pub struct Shared {
     pub dead_letters: Arc<DeadLetters>,
 }
 
-/// One job, with the record it came from (for the dead-letter topic).
+/// A record with what its plan says to do (never [`Plan::Skip`]), kept together for the
+/// dead-letter topic.
 struct Item<J> {
     record: Consumed,
-    order_key: Option<String>,
-    dedup: Option<(String, Duration)>,
-    /// `None`: rejected by the plan.
-    job: Option<J>,
-    reject: Option<String>,
+    plan: Plan<J>,
+}
+
+impl<J> Item<J> {
+    fn order_key(&self) -> Option<&str> {
+        match &self.plan {
+            Plan::Deliver { order_key, .. } => Some(order_key),
+            Plan::Skip | Plan::Reject(_) => None,
+        }
+    }
 }
 
 /// A job finished (delivered, skipped as a duplicate, or dead-lettered).
@@ -307,38 +313,20 @@ fn schedule<T: Target>(
     progress: &mut Progress,
     worker: &Worker<T>,
 ) {
-    let item = match target.plan(&record) {
-        Plan::Skip => {
-            ForwardMetrics::inc(&metrics.skipped);
-            progress.finish(&record.topic, record.partition, record.offset);
-            return;
-        }
-        Plan::Reject(reason) => Item {
-            record,
-            order_key: None,
-            dedup: None,
-            job: None,
-            reject: Some(reason),
-        },
-        Plan::Deliver {
-            order_key,
-            dedup,
-            job,
-        } => Item {
-            record,
-            order_key: Some(order_key),
-            dedup,
-            job: Some(job),
-            reject: None,
-        },
-    };
-    if let Some(key) = &item.order_key {
+    let plan = target.plan(&record);
+    if let Plan::Skip = plan {
+        ForwardMetrics::inc(&metrics.skipped);
+        progress.finish(&record.topic, record.partition, record.offset);
+        return;
+    }
+    let item = Item { record, plan };
+    if let Some(key) = item.order_key() {
         let mut queues = worker.queues.lock().expect("queues lock");
         if let Some(waiting) = queues.get_mut(key) {
             waiting.push_back(item);
             return;
         }
-        queues.insert(key.clone(), VecDeque::new());
+        queues.insert(key.to_string(), VecDeque::new());
     }
     worker.spawn(item);
 }
@@ -385,7 +373,7 @@ impl<T: Target> Worker<T> {
                     partition: item.record.partition,
                     offset: item.record.offset,
                 };
-                let key = item.order_key.clone();
+                let key = item.order_key().map(str::to_string);
                 // Abandoned when stopping: the offset stays uncommitted and the next run
                 // delivers it.
                 if !worker.process(item).await {
@@ -410,11 +398,12 @@ impl<T: Target> Worker<T> {
     /// Handles one item; false when it was abandoned because the forwarder is stopping.
     async fn process(&mut self, item: Item<T::Job>) -> bool {
         let name = self.target.name().to_string();
-        let Some(job) = item.job else {
-            let reason = item.reject.unwrap_or_default();
-            return self.dead_letter(&item.record, &reason, 1).await;
+        let (dedup, job) = match item.plan {
+            Plan::Skip => return true,
+            Plan::Reject(reason) => return self.dead_letter(&item.record, &reason, 1).await,
+            Plan::Deliver { dedup, job, .. } => (dedup, job),
         };
-        if let Some((key, _)) = &item.dedup {
+        if let Some((key, _)) = &dedup {
             if self.shared.dedup.seen(&name, key, now_ms()) {
                 ForwardMetrics::inc(&self.metrics.deduplicated);
                 return true;
@@ -449,7 +438,7 @@ impl<T: Target> Worker<T> {
             }
             return dead;
         }
-        if let Some((key, ttl)) = &item.dedup {
+        if let Some((key, ttl)) = &dedup {
             if let Err(e) = self.shared.dedup.mark(&name, key, *ttl, now_ms()).await {
                 // Delivered, but a re-delivery after a restart would not be recognised.
                 tracing::warn!(target = %name, error = %e, "could not record a delivery in the dedup store");

@@ -187,13 +187,8 @@ async fn mail_goes_once_per_conversation_to_offline_users_through_a_real_relay()
     // Dave has no address.
     notify(&http, "purchase", "dave", json!({"id": "order-1"})).await;
     // A purchase for bob is its own conversation.
-    notify(
-        &http,
-        "purchase",
-        "bob",
-        json!({"id": "order-7", "total": 39.98}),
-    )
-    .await;
+    let order_7 = json!({"id": "order-7", "total": 39.98});
+    notify(&http, "purchase", "bob", order_7.clone()).await;
     let mut got = expect_mails(&maildir, 2).await;
     // The chat mail passes through the notifier first, so either may arrive first.
     got.sort_by_key(|m| header(m, "Subject").to_string());
@@ -220,13 +215,7 @@ async fn mail_goes_once_per_conversation_to_offline_users_through_a_real_relay()
     broker.restart().await;
     let http = broker.http.clone();
     chat(&http, "alice", "bob", "m3").await;
-    notify(
-        &http,
-        "purchase",
-        "bob",
-        json!({"id": "order-7", "total": 39.98}),
-    )
-    .await;
+    notify(&http, "purchase", "bob", order_7.clone()).await;
     expect_mails(&maildir, 2).await;
 
     // The relay goes down and comes back within the retries: the mail arrives.
