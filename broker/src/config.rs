@@ -120,6 +120,20 @@ pub struct FileConfig {
     pub chat: Option<chorus_chat::plugins::PluginsConfig>,
 }
 
+impl FileConfig {
+    /// Reads and parses a TOML configuration file.
+    pub fn read(path: &std::path::Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -188,16 +202,7 @@ impl BrokerConfig {
     /// Reads the file named by `--config` (if any) and layers everything.
     pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source: Box::new(source),
-                })?
-            }
+            Some(path) => FileConfig::read(path)?,
             None => FileConfig::default(),
         };
         BrokerConfig::resolve(args, file)

@@ -8,7 +8,9 @@
 //! `error` is the one place errors become Kafka error codes. `config` layers defaults, the
 //! TOML file, the environment and flags. `groups` hosts the coordinator on its own thread,
 //! `http` serves the admin endpoints, `embedded` serves the chat plugins' `Log` trait
-//! in-process, and `cli` holds the operator commands (a Kafka client of their own).
+//! in-process, `remote` serves it from an external Kafka cluster through librdkafka (for
+//! `chorus gateway`, started by `gateway_server`), and `cli` holds the operator commands
+//! (a Kafka client of their own).
 //!
 //! This crate depends on `chorus-storage`, `chorus-coordinator` and `chorus-chat`; none of
 //! them may depend on it.
@@ -19,11 +21,13 @@ pub mod config;
 pub mod connection;
 pub mod embedded;
 pub mod error;
+pub mod gateway_server;
 pub mod groups;
 pub mod handler;
 pub mod http;
 pub mod partition;
 pub mod producer_id;
+pub mod remote;
 pub mod server;
 
 pub use config::BrokerConfig;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use chorus_broker::cli::{self, ClientArgs, GroupsCommand, TopicsCommand};
 use chorus_broker::config::{BrokerConfig, ServeArgs};
+use chorus_broker::gateway_server::{GatewayArgs, GatewayConfig, GatewayServer};
 use chorus_broker::Server;
 
 /// Chorus: a Kafka-compatible broker with a chat fabric built in.
@@ -27,6 +28,17 @@ enum Command {
     ///   chorus serve --data-dir /var/lib/chorus --listen 0.0.0.0:9092 --advertised-listener kafka.internal:9092
     ///   chorus serve --topic-default flush.messages=1
     Serve(ServeArgs),
+    /// Run the chat fabric alone on an external Kafka cluster.
+    ///
+    /// The HTTP chat API, the WebSocket gateway and the chat plugins, on the chat topics of
+    /// an existing Kafka or Redpanda cluster (or a `chorus serve`), through librdkafka.
+    /// Start several with the same --jwt-secret: clients of different gateways chat with
+    /// each other.
+    ///
+    /// Examples:
+    ///   chorus gateway --bootstrap-server kafka-1:9092,kafka-2:9092 --jwt-secret "$SECRET"
+    ///   chorus gateway --bootstrap-server kafka:9093 --kafka-option security.protocol=ssl
+    Gateway(GatewayArgs),
     /// Create, list, describe, alter and delete topics.
     Topics {
         #[command(subcommand)]
@@ -80,21 +92,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (client, command) = match cli.command {
-        Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .init();
-            return match serve(args) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            };
-        }
+        Command::Serve(args) => return run_server(|| serve(args)),
+        Command::Gateway(args) => return run_server(|| gateway(args)),
         Command::Topics { command, client } => (client, cli::Command::Topics(command)),
         Command::Groups { command, client } => (client, cli::Command::Groups(command)),
         Command::Offsets { args, client } => (client, cli::Command::Offsets(args)),
@@ -114,6 +113,38 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a long-lived server command with logging on.
+fn run_server(f: impl FnOnce() -> anyhow::Result<()>) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match f() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let config = GatewayConfig::load(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("chorus")
+        .build()?;
+    runtime.block_on(async {
+        let server = GatewayServer::start(config).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

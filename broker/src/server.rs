@@ -64,7 +64,7 @@ impl Server {
             (None, None)
         };
         let services = crate::http::Services {
-            broker: broker.clone(),
+            broker: Some(broker.clone()),
             gateway: gateway.clone(),
         };
         let (http_addr, http) =
@@ -132,30 +132,54 @@ impl Server {
 
 /// Starts the chat fabric and its plugins over the in-process log.
 async fn start_chat(broker: &Arc<Broker>) -> anyhow::Result<(Arc<Gateway>, Plugins)> {
-    let (secret, dev_tokens) = match &broker.config.jwt_secret {
-        Some(s) => (s.clone(), false),
+    let config = chat_config(
+        broker.config.jwt_secret.as_deref(),
+        broker.config.chat_config.as_ref(),
+        &broker.config.chat_allowed_origins,
+    );
+    let log: Arc<dyn chorus_chat::log::Log> =
+        Arc::new(crate::embedded::EmbeddedLog::new(broker.clone()));
+    start_chat_on(log, config, &broker.config.chat_plugins).await
+}
+
+/// The chat fabric's settings: `tuned` when a test gives them whole, else the defaults
+/// with these origins. Without a secret, a random one is made and the demo page hands out
+/// development tokens.
+pub(crate) fn chat_config(
+    secret: Option<&str>,
+    tuned: Option<&chorus_chat::ChatConfig>,
+    allowed_origins: &[String],
+) -> chorus_chat::ChatConfig {
+    let (secret, dev_tokens) = match secret {
+        Some(s) => (s.to_string(), false),
         None => {
             let s = uuid::Uuid::new_v4().simple().to_string();
             tracing::warn!(secret = %s, "no --jwt-secret given; chat tokens use this random development secret, and the demo page at / hands out tokens");
             (s, true)
         }
     };
-    let config = match &broker.config.chat_config {
+    match tuned {
         Some(c) => chorus_chat::ChatConfig {
             jwt_secret: secret.into_bytes(),
             ..c.clone()
         },
         None => chorus_chat::ChatConfig {
-            allowed_origins: broker.config.chat_allowed_origins.clone(),
+            allowed_origins: allowed_origins.to_vec(),
             dev_tokens,
             ..chorus_chat::ChatConfig::new(secret)
         },
-    };
-    let log: Arc<dyn chorus_chat::log::Log> =
-        Arc::new(crate::embedded::EmbeddedLog::new(broker.clone()));
+    }
+}
+
+/// Starts the chat stores, the gateway's fan-out and the plugins on `log`.
+pub(crate) async fn start_chat_on(
+    log: Arc<dyn chorus_chat::log::Log>,
+    config: chorus_chat::ChatConfig,
+    plugins: &chorus_chat::plugins::PluginsConfig,
+) -> anyhow::Result<(Arc<Gateway>, Plugins)> {
     let chat = chorus_chat::Chat::start(log.clone(), config).await?;
     let gateway = Gateway::start(chat.clone(), log.clone()).await?;
-    let plugins = Plugins::start(chat, gateway.clone(), log, &broker.config.chat_plugins).await?;
+    let plugins = Plugins::start(chat, gateway.clone(), log, plugins).await?;
     Ok((gateway, plugins))
 }
 

@@ -182,6 +182,10 @@ impl Chat {
             });
         }
         if let Recipient::Group(g) = &draft.to {
+            if !self.membership.is_member(g, &draft.sender_id) {
+                // A join written through another gateway may not have reached us yet.
+                self.membership.refresh(g).await?;
+            }
             if self.membership.members(g).is_empty() {
                 return Err(ChatError::NotFound("the group has no members"));
             }

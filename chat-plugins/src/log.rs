@@ -60,8 +60,11 @@ pub struct Consumed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub partition: i32,
-    /// Offset of the first record; the others follow it.
+    /// Offset of the first record.
     pub base_offset: i64,
+    /// Offset of the last record. `last_offset - base_offset + 1` is the record count
+    /// when they landed together; on a log others write too, theirs may sit in between.
+    pub last_offset: i64,
     /// The log's append time on `LogAppendTime` topics, else the first record's timestamp.
     pub timestamp_ms: i64,
 }
@@ -159,6 +162,13 @@ pub trait Log: std::fmt::Debug + Send + Sync + 'static {
 
     /// Joins a consumer group; the member consumes the partitions the group assigns it.
     fn join_group(&self, options: GroupOptions) -> BoxFuture<'_, Result<Box<dyn GroupConsumer>>>;
+
+    /// Whether other processes append to the same topics (gateways sharing an external
+    /// cluster). State kept in memory then has to follow what the others write, not only
+    /// what this process appends.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A member of a consumer group. It stays a member while it exists (membership is kept

@@ -2,11 +2,22 @@
 //! the conversation's next sequence number in the record. The log is the only copy; this
 //! store keeps what makes writes and reads cheap (last sequence number per conversation,
 //! the messages by client id for retries, and where each message sits), rebuilt from the
-//! log on start.
+//! log on start and kept up with it after.
 //!
-//! Each partition has one writer at a time (a lock held across its append), so sequence
-//! numbers within a conversation are assigned in log order and have no gaps, whoever
-//! writes (HTTP or WebSocket): a failed append assigns nothing.
+//! Sequence numbers come from log order: a message's number is its place among the
+//! distinct messages of its conversation in the partition (a record repeating an earlier
+//! sender and msg_id is not a new message). Every reader of the log derives the same
+//! numbers, so they have no gaps and agree even when several gateways write one cluster.
+//! The writer puts the number it expects in the record; with a single writer (`chorus
+//! serve`) that is always the derived one. Two gateways racing on one conversation may
+//! both store the same number; what Chorus serves (receipts, frames, history) is the
+//! derived number.
+//!
+//! Each partition has one writer at a time in this process. Before numbering a batch the
+//! writer catches up with the log's end, and after its append it takes in its records (or,
+//! when another writer's records came first, reads the log up to its own last one).
+//! The gateway's fan-out takes in what it reads through [`MessageStore::follow`]; records
+//! are taken in exactly once and in offset order, whoever gets to them first.
 //!
 //! Group commit: a send queues its draft on its partition and a writer task appends
 //! everything queued there as one batch, so concurrent senders share one durable append.
@@ -23,8 +34,8 @@ use tokio::sync::{oneshot, Mutex};
 use crate::error::{ChatError, Result};
 use crate::event::{StoredMessage, TYPE_HEADER};
 use crate::ids::{stream_id, Conversation};
-use crate::log::{partition_for_key, Header, Log, LogError, Record, TopicSpec};
-use crate::scan::scan_partition;
+use crate::log::{partition_for_key, Consumed, Header, Log, LogError, Record, TopicSpec};
+use crate::scan::{read_range, scan_partition};
 
 /// What a sender asks to send, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,23 +68,45 @@ struct Placed {
     offset: i64,
 }
 
+/// What the store knows of one partition.
 #[derive(Debug, Default)]
 struct Shard {
+    /// Every record below this offset has been taken in.
+    applied_end: i64,
     last_seq: HashMap<Conversation, u64>,
-    /// (sender, msg_id) -> the message, so a retry gets the original back.
-    by_client_id: HashMap<(String, String), StoredMessage>,
+    /// (sender, msg_id) -> the message and its offset, so a retry gets the original back.
+    by_client_id: HashMap<(String, String), (StoredMessage, i64)>,
     placed: HashMap<Conversation, Vec<Placed>>,
     /// Stream id -> its two users (who may read its history).
     parties: HashMap<String, (String, String)>,
 }
 
 impl Shard {
-    fn apply(&mut self, m: StoredMessage, offset: i64) {
-        let Some(conversation) = m.conversation() else {
-            return;
-        };
+    /// Takes in the record at `offset` (`None` when it is not a chat message). Records
+    /// must come in offset order, each one above every record not yet taken in; one below
+    /// `applied_end` was taken in before and is looked up instead.
+    ///
+    /// Returns the message numbered by its place in its conversation, or `None` for a
+    /// record that is not a new message (a repeat of an earlier msg_id, or not a chat
+    /// message at all).
+    fn follow(&mut self, offset: i64, message: Option<StoredMessage>) -> Option<StoredMessage> {
+        if offset < self.applied_end {
+            let m = message?;
+            return match self.by_client_id.get(&(m.sender_id, m.msg_id)) {
+                Some((original, at)) if *at == offset => Some(original.clone()),
+                _ => None,
+            };
+        }
+        self.applied_end = offset + 1;
+        let mut m = message?;
+        let conversation = m.conversation()?;
+        let client_id = (m.sender_id.clone(), m.msg_id.clone());
+        if self.by_client_id.contains_key(&client_id) {
+            return None;
+        }
         let last = self.last_seq.entry(conversation.clone()).or_default();
-        *last = (*last).max(m.sequence_number);
+        *last += 1;
+        m.sequence_number = *last;
         self.placed.entry(conversation).or_default().push(Placed {
             sequence_number: m.sequence_number,
             offset,
@@ -83,9 +116,17 @@ impl Shard {
                 .entry(s.clone())
                 .or_insert_with(|| (m.sender_id.clone(), r.clone()));
         }
-        self.by_client_id
-            .insert((m.sender_id.clone(), m.msg_id.clone()), m);
+        self.by_client_id.insert(client_id, (m.clone(), offset));
+        Some(m)
     }
+}
+
+/// The chat message in a record, if it is one.
+fn parse(c: &Consumed) -> Option<StoredMessage> {
+    c.record
+        .value
+        .as_deref()
+        .and_then(|v| serde_json::from_slice(v).ok())
 }
 
 /// Most drafts one append takes (the rest go in the next one).
@@ -113,16 +154,23 @@ struct Inner {
     log: Arc<dyn Log>,
     topic: String,
     partitions: i32,
-    shards: Vec<Mutex<Shard>>,
+    /// Held only briefly, never across an await.
+    shards: Vec<std::sync::Mutex<Shard>>,
+    /// One writer per partition, held across its append.
+    writers: Vec<Mutex<()>>,
     queued: Vec<std::sync::Mutex<Vec<Queued>>>,
 }
 
 impl Inner {
+    fn shard(&self, partition: i32) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[partition as usize].lock().expect("shard lock")
+    }
+
     /// Appends what is queued on `partition`, a batch at a time. Several of these may be
-    /// spawned for one batch; the first to get the lock writes it, the others find the
-    /// queue empty.
+    /// spawned for one batch; the first to get the writer's turn writes it, the others
+    /// find the queue empty.
     async fn write_queued(self: Arc<Self>, partition: usize) {
-        let mut shard = self.shards[partition].lock().await;
+        let _turn = self.writers[partition].lock().await;
         loop {
             let batch: Vec<Queued> = {
                 let mut queued = self.queued[partition].lock().expect("queue lock");
@@ -132,64 +180,141 @@ impl Inner {
             if batch.is_empty() {
                 return;
             }
-            self.write_batch(&mut shard, partition as i32, batch).await;
+            self.write_batch(partition as i32, batch).await;
         }
     }
 
-    async fn write_batch(&self, shard: &mut Shard, partition: i32, batch: Vec<Queued>) {
+    /// Takes in the log's records of `partition` from where the shard is up to `until`.
+    async fn catch_up(&self, partition: i32, until: i64) -> crate::log::Result<()> {
+        let from = self.shard(partition).applied_end;
+        if from >= until {
+            return Ok(());
+        }
+        read_range(
+            self.log.as_ref(),
+            &self.topic,
+            partition,
+            from,
+            until,
+            |c| {
+                let m = parse(&c);
+                self.shard(partition).follow(c.offset, m);
+            },
+        )
+        .await
+    }
+
+    async fn write_batch(&self, partition: i32, batch: Vec<Queued>) {
+        // Number the batch against the whole log, including what other writers appended.
+        let caught_up = match self.log.offsets(&self.topic, partition).await {
+            Ok((_, end)) => self.catch_up(partition, end).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = caught_up {
+            fail(batch.into_iter().map(|q| q.reply), &e);
+            return;
+        }
         // Sequence numbers continue per conversation within the batch; a repeat of a
         // msg_id (earlier, or earlier in this batch) gets the original back.
-        let mut next_seq: HashMap<Conversation, u64> = HashMap::new();
-        let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
         let mut fresh: Vec<(StoredMessage, Reply)> = Vec::new();
         let mut repeats: Vec<(usize, Reply)> = Vec::new();
         let mut records = Vec::new();
-        for q in batch {
-            let client_id = (q.draft.sender_id.clone(), q.draft.msg_id.clone());
-            if let Some(original) = shard.by_client_id.get(&client_id) {
-                let _ = q.reply.send(Ok((original.clone(), true)));
-                continue;
+        {
+            let shard = self.shard(partition);
+            let mut next_seq: HashMap<Conversation, u64> = HashMap::new();
+            let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
+            for q in batch {
+                let client_id = (q.draft.sender_id.clone(), q.draft.msg_id.clone());
+                if let Some((original, _)) = shard.by_client_id.get(&client_id) {
+                    let _ = q.reply.send(Ok((original.clone(), true)));
+                    continue;
+                }
+                if let Some(&i) = in_batch.get(&client_id) {
+                    repeats.push((i, q.reply));
+                    continue;
+                }
+                let conversation = q.draft.conversation();
+                let seq = next_seq
+                    .entry(conversation.clone())
+                    .or_insert_with(|| shard.last_seq.get(&conversation).copied().unwrap_or(0));
+                *seq += 1;
+                let (message, record) = stored(q.draft, &conversation, *seq, q.now_ms);
+                in_batch.insert(client_id, fresh.len());
+                records.push(record);
+                fresh.push((message, q.reply));
             }
-            if let Some(&i) = in_batch.get(&client_id) {
-                repeats.push((i, q.reply));
-                continue;
-            }
-            let conversation = q.draft.conversation();
-            let seq = next_seq
-                .entry(conversation.clone())
-                .or_insert_with(|| shard.last_seq.get(&conversation).copied().unwrap_or(0));
-            *seq += 1;
-            let (message, record) = stored(q.draft, &conversation, *seq, q.now_ms);
-            in_batch.insert(client_id, fresh.len());
-            records.push(record);
-            fresh.push((message, q.reply));
         }
         if records.is_empty() {
             return;
         }
-        match self.log.append(&self.topic, partition, records).await {
-            Ok(appended) => {
-                for (i, (message, _)) in fresh.iter().enumerate() {
-                    shard.apply(message.clone(), appended.base_offset + i as i64);
-                }
-                for (i, reply) in repeats {
-                    let _ = reply.send(Ok((fresh[i].0.clone(), true)));
-                }
-                for (message, reply) in fresh {
-                    let _ = reply.send(Ok((message, false)));
-                }
-            }
+        let count = records.len() as i64;
+        let appended = match self.log.append(&self.topic, partition, records).await {
+            Ok(a) => a,
             Err(e) => {
-                // Nothing was assigned: every sender of the batch may retry.
-                let text = e.to_string();
+                // Nothing was written: every sender of the batch may retry.
                 let replies = fresh.into_iter().map(|(_, r)| r);
-                for reply in replies.chain(repeats.into_iter().map(|(_, r)| r)) {
-                    let _ = reply.send(Err(ChatError::Unavailable(LogError::Backend(
-                        text.clone().into(),
-                    ))));
+                fail(replies.chain(repeats.into_iter().map(|(_, r)| r)), &e);
+                return;
+            }
+        };
+        let (base, last) = (appended.base_offset, appended.last_offset);
+        let together = last - base + 1 == count;
+        let taken_in = {
+            let mut shard = self.shard(partition);
+            if together && shard.applied_end >= base {
+                for (i, (message, _)) in fresh.iter().enumerate() {
+                    shard.follow(base + i as i64, Some(message.clone()));
                 }
+                true
+            } else {
+                false
+            }
+        };
+        if !taken_in {
+            // Another writer's records came before or among ours: read the log as it is.
+            if let Err(e) = self.catch_up(partition, last + 1).await {
+                // The messages are written; a retry with the same msg_id finds them.
+                let replies = fresh.into_iter().map(|(_, r)| r);
+                fail(replies.chain(repeats.into_iter().map(|(_, r)| r)), &e);
+                return;
             }
         }
+        // Answer with each message as the log numbered it; one that lost to an earlier
+        // record with the same msg_id (from another writer) is answered as a repeat.
+        let answers: Vec<(StoredMessage, bool)> = {
+            let shard = self.shard(partition);
+            fresh
+                .iter()
+                .map(|(ours, _)| {
+                    let key = (ours.sender_id.clone(), ours.msg_id.clone());
+                    match shard.by_client_id.get(&key) {
+                        Some((m, at)) => {
+                            let same = (base..=last).contains(at)
+                                && m.timestamp == ours.timestamp
+                                && m.content == ours.content;
+                            (m.clone(), !same)
+                        }
+                        None => (ours.clone(), false),
+                    }
+                })
+                .collect()
+        };
+        for (i, reply) in repeats {
+            let _ = reply.send(Ok((answers[i].0.clone(), true)));
+        }
+        for ((_, reply), answer) in fresh.into_iter().zip(answers) {
+            let _ = reply.send(Ok(answer));
+        }
+    }
+}
+
+/// Answers every reply with the log's error (the senders may retry).
+fn fail(replies: impl Iterator<Item = Reply>, e: &LogError) {
+    let text = e.to_string();
+    for reply in replies {
+        let _ = reply.send(Err(ChatError::Unavailable(LogError::Backend(
+            text.clone().into(),
+        ))));
     }
 }
 
@@ -235,22 +360,19 @@ impl MessageStore {
         for p in 0..partitions {
             let mut shard = Shard::default();
             let mut skipped = 0u64;
-            scan_partition(log.as_ref(), &spec.name, p, |c| {
-                match c
-                    .record
-                    .value
-                    .as_deref()
-                    .and_then(|v| serde_json::from_slice::<StoredMessage>(v).ok())
-                {
-                    Some(m) => shard.apply(m, c.offset),
-                    None => skipped += 1,
+            let end = scan_partition(log.as_ref(), &spec.name, p, |c| {
+                let m = parse(&c);
+                if m.is_none() {
+                    skipped += 1;
                 }
+                shard.follow(c.offset, m);
             })
             .await?;
+            shard.applied_end = shard.applied_end.max(end);
             if skipped > 0 {
                 tracing::warn!(topic = %spec.name, partition = p, skipped, "records that are not chat messages were skipped");
             }
-            shards.push(Mutex::new(shard));
+            shards.push(std::sync::Mutex::new(shard));
         }
         Ok(MessageStore {
             inner: Arc::new(Inner {
@@ -258,6 +380,7 @@ impl MessageStore {
                 topic: spec.name.clone(),
                 partitions,
                 queued: (0..partitions).map(|_| Default::default()).collect(),
+                writers: (0..partitions).map(|_| Mutex::new(())).collect(),
                 shards,
             }),
         })
@@ -265,6 +388,25 @@ impl MessageStore {
 
     fn partition(&self, conversation: &Conversation) -> i32 {
         partition_for_key(conversation.key().as_bytes(), self.inner.partitions)
+    }
+
+    /// The offset up to which `partition` has been taken in; a follower of the log starts
+    /// reading there.
+    pub fn applied_end(&self, partition: i32) -> i64 {
+        self.inner.shard(partition).applied_end
+    }
+
+    /// Takes in records read from `partition` (in order, continuing from where the reader
+    /// started at [`MessageStore::applied_end`]) and returns the new messages among them,
+    /// numbered as the log orders them.
+    pub fn follow(&self, partition: i32, records: &[Consumed]) -> Vec<StoredMessage> {
+        let parsed: Vec<(i64, Option<StoredMessage>)> =
+            records.iter().map(|c| (c.offset, parse(c))).collect();
+        let mut shard = self.inner.shard(partition);
+        parsed
+            .into_iter()
+            .filter_map(|(offset, m)| shard.follow(offset, m))
+            .collect()
     }
 
     /// Appends `draft` as the conversation's next message, or returns the message an
@@ -289,9 +431,7 @@ impl MessageStore {
     /// The two users of a 1:1 stream, once it has a message.
     pub async fn parties(&self, stream: &str) -> Option<(String, String)> {
         let conversation = Conversation::Stream(stream.to_string());
-        let shard = self.inner.shards[self.partition(&conversation) as usize]
-            .lock()
-            .await;
+        let shard = self.inner.shard(self.partition(&conversation));
         shard.parties.get(stream).cloned()
     }
 
@@ -303,21 +443,17 @@ impl MessageStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>> {
         let partition = self.partition(conversation);
-        let offsets: Vec<i64> = {
-            let shard = self.inner.shards[partition as usize].lock().await;
+        let wanted: Vec<Placed> = {
+            let shard = self.inner.shard(partition);
             let Some(placed) = shard.placed.get(conversation) else {
                 return Ok(Vec::new());
             };
             let start = placed.partition_point(|p| p.sequence_number <= since);
-            placed[start..]
-                .iter()
-                .take(limit)
-                .map(|p| p.offset)
-                .collect()
+            placed[start..].iter().take(limit).copied().collect()
         };
-        let mut out = Vec::with_capacity(offsets.len());
+        let mut out = Vec::with_capacity(wanted.len());
         let mut i = 0;
-        while i < offsets.len() {
+        while i < wanted.len() {
             // One read covers every wanted message up to where it stops.
             let records = self
                 .inner
@@ -325,7 +461,7 @@ impl MessageStore {
                 .read(
                     &self.inner.topic,
                     partition,
-                    offsets[i],
+                    wanted[i].offset,
                     256 << 10,
                     Duration::ZERO,
                 )
@@ -333,16 +469,12 @@ impl MessageStore {
             let before = i;
             for r in records {
                 // Skip wanted offsets the log no longer has (retention).
-                while i < offsets.len() && offsets[i] < r.offset {
+                while i < wanted.len() && wanted[i].offset < r.offset {
                     i += 1;
                 }
-                if i < offsets.len() && r.offset == offsets[i] {
-                    if let Some(m) = r
-                        .record
-                        .value
-                        .as_deref()
-                        .and_then(|v| serde_json::from_slice::<StoredMessage>(v).ok())
-                    {
+                if i < wanted.len() && r.offset == wanted[i].offset {
+                    if let Some(mut m) = parse(&r) {
+                        m.sequence_number = wanted[i].sequence_number;
                         out.push(m);
                     }
                     i += 1;

@@ -62,7 +62,8 @@ impl PluginsConfig {
 #[derive(Debug)]
 pub struct Plugins {
     running: Vec<Running>,
-    sweeper: tokio::task::JoinHandle<()>,
+    /// The dedup sweeper, and its followers when other processes share the log.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Plugins {
@@ -124,7 +125,13 @@ impl Plugins {
                 Mailer::NAME,
             );
         }
-        let sweeper = tokio::spawn(async move {
+        let mut background = Vec::new();
+        if log.shared() {
+            for p in 0..dedup.partitions() {
+                background.push(tokio::spawn(dedup.clone().follow(p)));
+            }
+        }
+        background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             loop {
                 tick.tick().await;
@@ -132,13 +139,18 @@ impl Plugins {
                     tracing::warn!(error = %e, "sweeping the dedup store failed");
                 }
             }
-        });
-        Ok(Plugins { running, sweeper })
+        }));
+        Ok(Plugins {
+            running,
+            background,
+        })
     }
 
     /// Stops every plugin: what finished is committed, what did not runs again next time.
     pub async fn stop(self, wait: Duration) {
-        self.sweeper.abort();
+        for task in self.background {
+            task.abort();
+        }
         for r in self.running {
             r.stop(wait).await;
         }

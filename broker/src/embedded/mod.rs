@@ -130,6 +130,7 @@ fn append_durably(p: &Partition, records: &[Record]) -> Result<Appended, LogErro
     Ok(Appended {
         partition: p.index,
         base_offset: outcome.base_offset,
+        last_offset: outcome.base_offset + records.len() as i64 - 1,
         timestamp_ms: outcome.log_append_time.unwrap_or(first),
     })
 }

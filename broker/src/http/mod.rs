@@ -36,7 +36,8 @@ pub type Body = Full<Bytes>;
 /// What the listener serves.
 #[derive(Debug, Clone)]
 pub struct Services {
-    pub broker: Arc<Broker>,
+    /// `None` on a `chorus gateway` (no broker in the process).
+    pub broker: Option<Arc<Broker>>,
     /// `None` when the chat fabric is switched off.
     pub gateway: Option<Arc<Gateway>>,
 }
@@ -118,13 +119,17 @@ async fn route(services: &Services, req: Request<Incoming>) -> Response<Body> {
     if path == "/metrics" {
         return metrics(None);
     }
-    let broker = &services.broker;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
     }
+    if segments.as_slice() == ["health"] {
+        return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
+    }
+    let Some(broker) = &services.broker else {
+        return error(StatusCode::NOT_FOUND, "no such endpoint");
+    };
     match segments.as_slice() {
-        ["health"] => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         ["consumer-groups"] => groups::list(broker).await,
         ["consumer-groups", group] => groups::describe(broker, &decode_segment(group)).await,
         ["consumer-groups", group, "assignments"] => {

@@ -3,6 +3,10 @@
 //!
 //! A record's key is `target/key`, its value `{"expires_at": ms}`. Expired entries are
 //! swept from memory and tombstoned, so compaction removes them from the topic too.
+//!
+//! When other processes write the topic too (gateways sharing a cluster, which take over
+//! each other's partitions of a target's group), [`DedupStore::follow`] merges their marks
+//! as they arrive: the later expiry wins, and a tombstone removes only an expired entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +30,8 @@ pub struct DedupStore {
     partitions: i32,
     /// `target/key` -> expiry in ms since the epoch.
     entries: Mutex<HashMap<String, i64>>,
+    /// Per partition, where loading stopped (a follower continues there).
+    loaded_to: Vec<i64>,
 }
 
 fn full_key(target: &str, key: &str) -> String {
@@ -48,8 +54,9 @@ impl DedupStore {
             })
             .await?;
         let mut entries = HashMap::new();
+        let mut loaded_to = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            scan_partition(log.as_ref(), topic, p, |c| {
+            let end = scan_partition(log.as_ref(), topic, p, |c| {
                 let Some(key) = c
                     .record
                     .key
@@ -69,6 +76,7 @@ impl DedupStore {
                 };
             })
             .await?;
+            loaded_to.push(end);
         }
         entries.retain(|_, expires| *expires > now_ms);
         Ok(DedupStore {
@@ -76,7 +84,72 @@ impl DedupStore {
             topic: topic.to_string(),
             partitions,
             entries: Mutex::new(entries),
+            loaded_to,
         })
+    }
+
+    /// Merges the marks others write to `partition` from where loading stopped; runs
+    /// until aborted.
+    pub async fn follow(self: Arc<Self>, partition: i32) {
+        let mut offset = self.loaded_to[partition as usize];
+        loop {
+            let read = self
+                .log
+                .read(
+                    &self.topic,
+                    partition,
+                    offset,
+                    1 << 20,
+                    Duration::from_secs(5),
+                )
+                .await;
+            let records = match read {
+                Ok(r) => r,
+                Err(crate::log::LogError::OffsetOutOfRange { start, .. }) if start > offset => {
+                    offset = start;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, partition, error = %e, "following the dedup topic failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let now = crate::now_ms();
+            let mut entries = self.entries.lock().expect("dedup lock");
+            for c in records {
+                offset = c.offset + 1;
+                let Some(key) = c
+                    .record
+                    .key
+                    .as_deref()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                else {
+                    continue;
+                };
+                let expiry = c
+                    .record
+                    .value
+                    .as_deref()
+                    .and_then(|v| serde_json::from_slice::<Entry>(v).ok())
+                    .map(|e| e.expires_at);
+                match expiry {
+                    Some(at) => {
+                        let e = entries.entry(key.to_string()).or_insert(at);
+                        *e = (*e).max(at);
+                    }
+                    None => {
+                        if entries.get(key).is_some_and(|at| *at <= now) {
+                            entries.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn partitions(&self) -> i32 {
+        self.partitions
     }
 
     /// Whether `target` delivered `key` and the entry has not expired.

@@ -94,20 +94,30 @@ impl Gateway {
             shutdown,
             open: tokio::sync::Semaphore::new(MAX_TRACKED as usize),
         });
+        // Each store says where it is up to; its fan-out continues from there, so every
+        // record is taken in (and numbered) once, in order.
         let topics = [
-            chat.config.messages_topic.clone(),
-            chat.config.membership_topic.clone(),
-            chat.config.notifications_topic.clone(),
+            (chat.config.messages_topic.clone(), Topic::Messages),
+            (chat.config.membership_topic.clone(), Topic::Membership),
+            (
+                chat.config.notifications_topic.clone(),
+                Topic::Notifications,
+            ),
         ];
-        for topic in topics {
-            for partition in 0..log.partition_count(&topic).await? {
-                let (_, end) = log.offsets(&topic, partition).await?;
+        for (name, topic) in topics {
+            for partition in 0..log.partition_count(&name).await? {
+                let from = match topic {
+                    Topic::Messages => chat.messages.applied_end(partition),
+                    Topic::Membership => chat.membership.applied_end(partition),
+                    Topic::Notifications => chat.notifications.applied_end(partition),
+                };
                 tokio::spawn(fan_out(
                     gateway.clone(),
                     log.clone(),
-                    topic.clone(),
+                    name.clone(),
+                    topic,
                     partition,
-                    end,
+                    from,
                 ));
             }
         }
@@ -315,63 +325,77 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// Reads one partition of a chat topic from `offset` on and delivers what arrives.
+/// The chat topics the fan-out reads.
+#[derive(Debug, Clone, Copy)]
+enum Topic {
+    Messages,
+    Membership,
+    Notifications,
+}
+
+/// Reads one partition of a chat topic from `offset` on, has its store take in what
+/// arrives, and delivers what the store says is new.
 async fn fan_out(
     gateway: Arc<Gateway>,
     log: Arc<dyn Log>,
-    topic: String,
+    name: String,
+    topic: Topic,
     partition: i32,
     mut offset: i64,
 ) {
     let mut stop = gateway.shutdown.subscribe();
-    let config = &gateway.chat.config;
+    let chat = gateway.chat.clone();
     loop {
         let read = tokio::select! {
-            r = log.read(&topic, partition, offset, 1 << 20, Duration::from_secs(5)) => r,
+            r = log.read(&name, partition, offset, 1 << 20, Duration::from_secs(5)) => r,
             _ = stopped(&mut stop) => return,
         };
         let records = match read {
             Ok(r) => r,
-            Err(crate::log::LogError::OffsetOutOfRange { start, .. }) => {
+            Err(crate::log::LogError::OffsetOutOfRange { start, .. }) if start > offset => {
                 offset = start;
                 continue;
             }
             Err(e) => {
-                tracing::warn!(%topic, partition, error = %e, "fan-out read failed; retrying");
+                tracing::warn!(topic = %name, partition, error = %e, "fan-out read failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        for r in records {
-            offset = r.offset + 1;
-            let Some(value) = r.record.value.as_deref() else {
-                continue;
-            };
-            if topic == config.messages_topic {
-                if let Ok(m) = serde_json::from_slice::<StoredMessage>(value) {
+        let Some(last) = records.last() else {
+            continue;
+        };
+        offset = last.offset + 1;
+        match topic {
+            Topic::Messages => {
+                for m in chat.messages.follow(partition, &records) {
                     let frame = Utf8Bytes::from(m.frame().to_string());
-                    let push = Push::Message(Arc::new(m), frame);
-                    if let Push::Message(m, _) = &push {
-                        gateway.deliver_all(&gateway.audience(m), &push);
-                    }
+                    let audience = gateway.audience(&m);
+                    gateway.deliver_all(&audience, &Push::Message(Arc::new(m), frame));
                 }
-            } else if topic == config.membership_topic {
-                if let Ok(e) = serde_json::from_slice::<MembershipEvent>(value) {
+            }
+            Topic::Membership => {
+                for e in chat.membership.follow(partition, &records) {
                     gateway.members.invalidate(&e.group_id);
-                    let push = Push::Membership(Arc::new(e));
-                    if let Push::Membership(e) = &push {
-                        let mut others = gateway.connected_members(&e.group_id);
-                        others.retain(|u| *u != e.user_id);
-                        gateway.deliver_all(&others, &push);
-                    }
+                    let mut others = gateway.connected_members(&e.group_id);
+                    others.retain(|u| *u != e.user_id);
+                    gateway.deliver_all(&others, &Push::Membership(Arc::new(e)));
                 }
-            } else if let Ok(n) = serde_json::from_slice::<Value>(value) {
-                if let Some(user) = n
-                    .get("user_id")
-                    .and_then(|u| u.as_str())
-                    .map(str::to_string)
-                {
-                    gateway.deliver_all(&[user], &Push::Notification(Arc::new(n)));
+            }
+            Topic::Notifications => {
+                for r in chat.notifications.follow(partition, &records) {
+                    let Some(n) = r
+                        .record
+                        .value
+                        .as_deref()
+                        .and_then(|v| serde_json::from_slice::<Value>(v).ok())
+                    else {
+                        continue;
+                    };
+                    if let Some(user) = n.get("user_id").and_then(|u| u.as_str()) {
+                        let user = user.to_string();
+                        gateway.deliver_all(&[user], &Push::Notification(Arc::new(n)));
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@ mod chat;
 mod cli;
 mod clients;
 mod email;
+mod gateway;
 mod groups;
 mod groups_rdkafka;
 mod kcat;

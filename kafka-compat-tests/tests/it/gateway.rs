@@ -1,0 +1,353 @@
+//! `chorus gateway --bootstrap-server`: two gateway processes on one cluster (a third
+//! process, `chorus serve` with its own chat fabric off, plays the Kafka cluster), with
+//! WebSocket and HTTP clients on different gateways chatting with each other.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Child;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::clients::{chorus_binary, Broker, CHAT_SECRET};
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A `chorus gateway` process, killed when dropped.
+struct Gateway {
+    child: Child,
+    http: String,
+}
+
+impl Gateway {
+    async fn start(bootstrap: &str) -> Gateway {
+        let mut child = tokio::process::Command::new(chorus_binary())
+            .arg("gateway")
+            .args(["--bootstrap-server", bootstrap])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--jwt-secret", CHAT_SECRET])
+            .env("RUST_LOG", "warn,chorus_broker::gateway_server=info")
+            .env("NO_COLOR", "1")
+            .env_remove("CHORUS_CONFIG")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chorus gateway");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read gateway output") {
+                if line.contains("chorus gateway ready") {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await
+        .expect("the gateway did not start within 60 s")
+        .expect("the gateway exited before it was ready");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let http = ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .unwrap_or_else(|| panic!("no http= in {ready:?}"))
+            .to_string();
+        Gateway { child, http }
+    }
+
+    /// SIGTERM, and a clean exit within 30 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling a child process we started and have not reaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the gateway did not stop within 30 s of SIGTERM")
+            .expect("wait for the gateway");
+        assert!(status.success(), "the gateway exited with {status}");
+    }
+}
+
+fn token(user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    chorus_chat::auth::Verifier::new(CHAT_SECRET.as_bytes()).sign(&json!({"sub": user, "exp": exp}))
+}
+
+/// One HTTP request; returns the status and the JSON body (`null` when there is none).
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    user: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        token(user),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("no HTTP answer within 20 s")
+    .unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+async fn connect(http: &str, user: &str) -> Ws {
+    let stream = TcpStream::connect(http).await.unwrap();
+    let url = format!("ws://{http}/ws?token={}", token(user));
+    let (ws, response) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(url, stream),
+    )
+    .await
+    .expect("no WebSocket handshake within 10 s")
+    .expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+}
+
+/// The next frame of `kind` (others skipped), failing after 15 s.
+async fn expect(ws: &mut Ws, kind: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} frame within 15 s"))
+            .expect("the connection ended")
+            .expect("a frame");
+        if let Message::Text(t) = frame {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+}
+
+/// Receives `count` `message` frames, acking each; returns them in arrival order.
+async fn messages(ws: &mut Ws, count: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let m = expect(ws, "message").await;
+        send(ws, json!({"type": "ack", "msg_id": m["msg_id"]})).await;
+        out.push(m);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_two_gateways_on_one_cluster_chat_with_each_other() {
+    let cluster = Broker::start_with(vec!["--chat-enabled".into(), "false".into()]).await;
+    let a = Gateway::start(&cluster.bootstrap()).await;
+    let b = Gateway::start(&cluster.bootstrap()).await;
+    let mut alice = connect(&a.http, "alice").await;
+    let mut bob = connect(&b.http, "bob").await;
+
+    // One message each way: each is acked where it was sent and pushed by the other gateway.
+    send(
+        &mut alice,
+        json!({"type": "send_msg", "msg_id": "a1", "recipient": "bob", "content": "hi from A"}),
+    )
+    .await;
+    assert_eq!(expect(&mut alice, "ack").await["sequence_number"], 1);
+    let m = messages(&mut bob, 1).await.remove(0);
+    assert_eq!(
+        (
+            m["sender"].as_str(),
+            m["content"].as_str(),
+            m["sequence_number"].as_u64()
+        ),
+        (Some("alice"), Some("hi from A"), Some(1))
+    );
+    send(
+        &mut bob,
+        json!({"type": "send_msg", "msg_id": "b1", "recipient": "alice", "content": "hi from B"}),
+    )
+    .await;
+    assert_eq!(expect(&mut bob, "ack").await["sequence_number"], 2);
+    let echo = messages(&mut alice, 2).await;
+    assert_eq!(
+        echo.iter()
+            .map(|m| m["msg_id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["a1", "b1"]
+    );
+
+    // Both gateways write the conversation at once: the sequence numbers still have no
+    // gaps or repeats, every receipt matches what the clients are pushed, and both sides
+    // see one order.
+    let n = 25;
+    for i in 0..n {
+        send(&mut alice, json!({"type": "send_msg", "msg_id": format!("ra{i}"), "recipient": "bob", "content": format!("a{i}")})).await;
+        send(&mut bob, json!({"type": "send_msg", "msg_id": format!("rb{i}"), "recipient": "alice", "content": format!("b{i}")})).await;
+    }
+    let mut receipts = std::collections::HashMap::new();
+    for ws in [&mut alice, &mut bob] {
+        for _ in 0..n {
+            let ack = expect(ws, "ack").await;
+            receipts.insert(
+                ack["msg_id"].as_str().unwrap().to_string(),
+                ack["sequence_number"].as_u64().unwrap(),
+            );
+        }
+    }
+    // alice's own messages come back to her too (both parties of a stream get a push).
+    let seen_by_alice = messages(&mut alice, 2 * n + 1).await;
+    let seen_by_bob = messages(&mut bob, 2 * n + 1).await;
+    let order = |frames: &[Value]| -> Vec<(String, u64)> {
+        frames
+            .iter()
+            .filter(|m| m["msg_id"] != "b1")
+            .map(|m| {
+                (
+                    m["msg_id"].as_str().unwrap().to_string(),
+                    m["sequence_number"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (alice_order, bob_order) = (order(&seen_by_alice), order(&seen_by_bob));
+    assert_eq!(
+        alice_order, bob_order,
+        "the two gateways pushed different orders"
+    );
+    let numbers: Vec<u64> = alice_order.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        numbers,
+        (3..3 + 2 * n as u64).collect::<Vec<_>>(),
+        "numbers have gaps or repeats"
+    );
+    for (msg_id, seq) in &alice_order {
+        assert_eq!(
+            receipts.get(msg_id),
+            Some(seq),
+            "the receipt of {msg_id} differs from the push"
+        );
+    }
+
+    // A retry through the other gateway is recognised: the original comes back, nothing new
+    // is written.
+    let (status, receipt) = http(&a.http, "POST", "/chat/messages", "bob", Some(json!({"msg_id": "b1", "sender_id": "bob", "receiver_id": "alice", "content": "hi from B"}))).await;
+    assert_eq!(
+        (status, receipt["sequence_number"].as_u64()),
+        (200, Some(2))
+    );
+
+    // History through either gateway has the whole conversation, numbered the same way.
+    let stream = receipt["stream_id"].as_str().unwrap().to_string();
+    for gw in [&a, &b] {
+        let (status, page) = http(
+            &gw.http,
+            "GET",
+            &format!("/chat/messages?stream_id={stream}&limit=1000"),
+            "alice",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let listed: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(listed, (1..3 + 2 * n as u64).collect::<Vec<_>>());
+    }
+
+    // Membership written through one gateway counts on the other: carol joins the group on
+    // B and alice (on A) can write to her at once.
+    let mut carol = connect(&b.http, "carol").await;
+    for (gw, user) in [(&a, "alice"), (&b, "carol")] {
+        let (status, body) = http(
+            &gw.http,
+            "POST",
+            "/groups/crew/members",
+            user,
+            Some(json!({"user_id": user})),
+        )
+        .await;
+        assert!(
+            status == 200 || status == 201,
+            "join {user}: {status} {body}"
+        );
+    }
+    send(
+        &mut alice,
+        json!({"type": "send_msg", "msg_id": "g1", "group_id": "crew", "content": "welcome"}),
+    )
+    .await;
+    let ack = expect(&mut alice, "ack").await;
+    assert_eq!(
+        (ack["msg_id"].as_str(), ack["sequence_number"].as_u64()),
+        (Some("g1"), Some(1)),
+        "{ack}"
+    );
+    let pushed = messages(&mut carol, 1).await.remove(0);
+    assert_eq!(
+        (pushed["group_id"].as_str(), pushed["content"].as_str()),
+        (Some("crew"), Some("welcome"))
+    );
+
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_a_reachable_cluster_exits_with_a_clear_error() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(chorus_binary())
+            .arg("gateway")
+            .args(["--bootstrap-server", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", "127.0.0.1:0", "--jwt-secret", CHAT_SECRET])
+            .env("RUST_LOG", "error")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the gateway neither started nor failed within 60 s")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the Kafka cluster"),
+        "{stderr}"
+    );
+}
