@@ -109,7 +109,7 @@ pub enum LogError {
     },
     #[error("a batch of {size} bytes is larger than {topic} accepts")]
     TooLarge { topic: String, size: usize },
-    #[error("the group coordinator refused a request for group {group}")]
+    #[error("the group coordinator refused a request for group {group}: {source}")]
     Group {
         group: String,
         #[source]
@@ -117,7 +117,7 @@ pub enum LogError {
     },
     #[error("the log is shutting down")]
     ShuttingDown,
-    #[error("the log failed")]
+    #[error("the log failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 

@@ -165,6 +165,8 @@ impl KafkaLog {
         let consumer: StreamConsumer = self
             .settings
             .client_config("chorus-gateway-reader")
+            // librdkafka wants a group for `assign`; this one is never joined or committed.
+            .set("group.id", "chorus-gateway-reader")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "error")
             // The fan-out's latency: how long the cluster may hold an empty fetch.

@@ -118,7 +118,14 @@ async fn http(
     (status, json)
 }
 
-async fn connect(http: &str, user: &str) -> Ws {
+/// A WebSocket client that keeps the frames it has not been asked for yet, so waiting for
+/// one kind (acks) loses none of another (pushes) that arrive in between.
+struct Client {
+    ws: Ws,
+    unclaimed: std::collections::VecDeque<Value>,
+}
+
+async fn connect(http: &str, user: &str) -> Client {
     let stream = TcpStream::connect(http).await.unwrap();
     let url = format!("ws://{http}/ws?token={}", token(user));
     let (ws, response) = tokio::time::timeout(
@@ -129,40 +136,53 @@ async fn connect(http: &str, user: &str) -> Ws {
     .expect("no WebSocket handshake within 10 s")
     .expect("WebSocket handshake");
     assert_eq!(response.status(), 101);
-    ws
+    Client {
+        ws,
+        unclaimed: Default::default(),
+    }
 }
 
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-}
-
-/// The next frame of `kind` (others skipped), failing after 15 s.
-async fn expect(ws: &mut Ws, kind: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let frame = tokio::time::timeout_at(deadline, ws.next())
+impl Client {
+    async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::text(frame.to_string()))
             .await
-            .unwrap_or_else(|_| panic!("no {kind} frame within 15 s"))
-            .expect("the connection ended")
-            .expect("a frame");
-        if let Message::Text(t) = frame {
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["type"] == kind {
-                return v;
+            .unwrap();
+    }
+
+    /// The first frame of `kind` not yet taken, failing after 15 s.
+    async fn expect(&mut self, kind: &str) -> Value {
+        if let Some(i) = self.unclaimed.iter().position(|f| f["type"] == kind) {
+            return self.unclaimed.remove(i).unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} frame within 15 s"))
+                .expect("the connection ended")
+                .expect("a frame");
+            if let Message::Text(t) = frame {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == kind {
+                    return v;
+                }
+                self.unclaimed.push_back(v);
             }
         }
     }
-}
 
-/// Receives `count` `message` frames, acking each; returns them in arrival order.
-async fn messages(ws: &mut Ws, count: usize) -> Vec<Value> {
-    let mut out = Vec::new();
-    while out.len() < count {
-        let m = expect(ws, "message").await;
-        send(ws, json!({"type": "ack", "msg_id": m["msg_id"]})).await;
-        out.push(m);
+    /// Takes `count` `message` frames in arrival order, acking each.
+    async fn messages(&mut self, count: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            let m = self.expect("message").await;
+            self.send(json!({"type": "ack", "msg_id": m["msg_id"]}))
+                .await;
+            out.push(m);
+        }
+        out
     }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,13 +194,13 @@ async fn clients_of_two_gateways_on_one_cluster_chat_with_each_other() {
     let mut bob = connect(&b.http, "bob").await;
 
     // One message each way: each is acked where it was sent and pushed by the other gateway.
-    send(
-        &mut alice,
-        json!({"type": "send_msg", "msg_id": "a1", "recipient": "bob", "content": "hi from A"}),
-    )
-    .await;
-    assert_eq!(expect(&mut alice, "ack").await["sequence_number"], 1);
-    let m = messages(&mut bob, 1).await.remove(0);
+    alice
+        .send(
+            json!({"type": "send_msg", "msg_id": "a1", "recipient": "bob", "content": "hi from A"}),
+        )
+        .await;
+    assert_eq!(alice.expect("ack").await["sequence_number"], 1);
+    let m = bob.messages(1).await.remove(0);
     assert_eq!(
         (
             m["sender"].as_str(),
@@ -189,13 +209,12 @@ async fn clients_of_two_gateways_on_one_cluster_chat_with_each_other() {
         ),
         (Some("alice"), Some("hi from A"), Some(1))
     );
-    send(
-        &mut bob,
+    bob.send(
         json!({"type": "send_msg", "msg_id": "b1", "recipient": "alice", "content": "hi from B"}),
     )
     .await;
-    assert_eq!(expect(&mut bob, "ack").await["sequence_number"], 2);
-    let echo = messages(&mut alice, 2).await;
+    assert_eq!(bob.expect("ack").await["sequence_number"], 2);
+    let echo = alice.messages(2).await;
     assert_eq!(
         echo.iter()
             .map(|m| m["msg_id"].as_str().unwrap())
@@ -208,22 +227,22 @@ async fn clients_of_two_gateways_on_one_cluster_chat_with_each_other() {
     // see one order.
     let n = 25;
     for i in 0..n {
-        send(&mut alice, json!({"type": "send_msg", "msg_id": format!("ra{i}"), "recipient": "bob", "content": format!("a{i}")})).await;
-        send(&mut bob, json!({"type": "send_msg", "msg_id": format!("rb{i}"), "recipient": "alice", "content": format!("b{i}")})).await;
+        alice.send( json!({"type": "send_msg", "msg_id": format!("ra{i}"), "recipient": "bob", "content": format!("a{i}")})).await;
+        bob.send( json!({"type": "send_msg", "msg_id": format!("rb{i}"), "recipient": "alice", "content": format!("b{i}")})).await;
     }
     let mut receipts = std::collections::HashMap::new();
     for ws in [&mut alice, &mut bob] {
         for _ in 0..n {
-            let ack = expect(ws, "ack").await;
+            let ack = ws.expect("ack").await;
             receipts.insert(
                 ack["msg_id"].as_str().unwrap().to_string(),
                 ack["sequence_number"].as_u64().unwrap(),
             );
         }
     }
-    // alice's own messages come back to her too (both parties of a stream get a push).
-    let seen_by_alice = messages(&mut alice, 2 * n + 1).await;
-    let seen_by_bob = messages(&mut bob, 2 * n + 1).await;
+    // Both parties get every push, their own messages too; bob has not taken b1 yet.
+    let seen_by_alice = alice.messages(2 * n).await;
+    let seen_by_bob = bob.messages(2 * n + 1).await;
     let order = |frames: &[Value]| -> Vec<(String, u64)> {
         frames
             .iter()
@@ -301,18 +320,16 @@ async fn clients_of_two_gateways_on_one_cluster_chat_with_each_other() {
             "join {user}: {status} {body}"
         );
     }
-    send(
-        &mut alice,
-        json!({"type": "send_msg", "msg_id": "g1", "group_id": "crew", "content": "welcome"}),
-    )
-    .await;
-    let ack = expect(&mut alice, "ack").await;
+    alice
+        .send(json!({"type": "send_msg", "msg_id": "g1", "group_id": "crew", "content": "welcome"}))
+        .await;
+    let ack = alice.expect("ack").await;
     assert_eq!(
         (ack["msg_id"].as_str(), ack["sequence_number"].as_u64()),
         (Some("g1"), Some(1)),
         "{ack}"
     );
-    let pushed = messages(&mut carol, 1).await.remove(0);
+    let pushed = carol.messages(1).await.remove(0);
     assert_eq!(
         (pushed["group_id"].as_str(), pushed["content"].as_str()),
         (Some("crew"), Some("welcome"))
