@@ -13,6 +13,8 @@ pub struct ChatConfig {
     pub dlq_topic: String,
     /// Compacted topic of the forwarders' dedup store.
     pub dedup_topic: String,
+    /// Compacted topic where gateways sharing a cluster say who is connected to them.
+    pub presence_topic: String,
     /// Partitions of the chat topics when they are created.
     pub partitions: i32,
     /// Largest message content in bytes.
@@ -50,6 +52,7 @@ impl ChatConfig {
             notifications_topic: "notifications".into(),
             dlq_topic: "chat.dlq".into(),
             dedup_topic: "chat.dedup".into(),
+            presence_topic: "chat.presence".into(),
             partitions: 8,
             max_content_bytes: 10 * 1024,
             max_body_bytes: 64 * 1024,

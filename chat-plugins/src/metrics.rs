@@ -9,6 +9,8 @@ const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000,
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections: AtomicI64,
+    /// Users announced by the other gateways of a shared cluster.
+    pub users_elsewhere: AtomicI64,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
     pub ack_timeouts: AtomicU64,
@@ -76,6 +78,12 @@ impl Metrics {
             "gauge",
             "Open WebSocket connections.",
             self.connections.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            "chorus_chat_users_elsewhere",
+            "gauge",
+            "Users connected to the other gateways of a shared cluster, as announced.",
+            self.users_elsewhere.load(Ordering::Relaxed).to_string(),
         );
         metric(
             "chorus_chat_messages_in_total",

@@ -305,6 +305,8 @@ impl Session<'_> {
                         ));
                     }
                     muted.push(conversation);
+                    drop(muted);
+                    self.gateway.presence_changed(&self.user);
                 }
                 Ok(())
             }
@@ -379,11 +381,15 @@ impl Session<'_> {
                 }
             }
         }
-        self.conn
-            .muted
-            .lock()
-            .expect("muted lock")
-            .retain(|c| *c != conversation);
+        let was_muted = {
+            let mut muted = self.conn.muted.lock().expect("muted lock");
+            let before = muted.len();
+            muted.retain(|c| *c != conversation);
+            muted.len() != before
+        };
+        if was_muted {
+            self.gateway.presence_changed(&self.user);
+        }
         let Some(mut since) = since else {
             return Ok(());
         };

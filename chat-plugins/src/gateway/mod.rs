@@ -12,6 +12,7 @@
 
 mod cache;
 mod connection;
+mod presence;
 mod ratelimit;
 
 use std::collections::HashMap;
@@ -74,6 +75,8 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     /// The connections' tasks register here so shutdown can wait for their goodbyes.
     open: tokio::sync::Semaphore,
+    /// Who is connected to the other gateways, when the log is shared with them.
+    presence: Option<Arc<presence::Presence>>,
 }
 
 /// Most connections a gateway waits for at shutdown (a semaphore's permit count).
@@ -84,6 +87,19 @@ impl Gateway {
     pub async fn start(chat: Arc<Chat>, log: Arc<dyn Log>) -> crate::log::Result<Arc<Gateway>> {
         let metrics = Arc::new(Metrics::default());
         let (shutdown, _) = watch::channel(false);
+        let presence = if log.shared() {
+            Some(
+                presence::Presence::open(
+                    log.clone(),
+                    &chat.config.presence_topic,
+                    chat.config.partitions,
+                    metrics.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         let gateway = Arc::new(Gateway {
             members: cache::MembershipCache::new(chat.config.membership_ttl),
             limits: ratelimit::RateLimits::new(chat.config.rate_limit_per_second),
@@ -93,7 +109,19 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             shutdown,
             open: tokio::sync::Semaphore::new(MAX_TRACKED as usize),
+            presence: presence.as_ref().map(|(p, _, _)| p.clone()),
         });
+        if let Some((presence, queue, ends)) = presence {
+            for (partition, end) in ends.into_iter().enumerate() {
+                tokio::spawn(presence::follow(
+                    presence.clone(),
+                    partition as i32,
+                    end,
+                    gateway.shutdown.subscribe(),
+                ));
+            }
+            tokio::spawn(presence::announce(Arc::downgrade(&gateway), queue));
+        }
         // Each store says where it is up to; its fan-out continues from there, so every
         // record is taken in (and numbered) once, in order.
         let topics = [
@@ -193,7 +221,40 @@ impl Gateway {
             .or_default()
             .push(conn.clone());
         self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        self.presence_changed(user);
         (conn, rx)
+    }
+
+    /// Tells the other gateways (when there are any) that `user`'s connections here
+    /// changed.
+    fn presence_changed(&self, user: &str) {
+        if let Some(p) = &self.presence {
+            p.changed(user);
+        }
+    }
+
+    /// Users with a connection here.
+    fn connected_users(&self) -> Vec<String> {
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// `None` when `user` has no connection here, else the conversations none of the
+    /// user's connections here receives.
+    fn local_state(&self, user: &str) -> Option<Vec<Conversation>> {
+        let table = self.connections.lock().expect("connections lock");
+        let conns = table.get(user)?;
+        let (first, rest) = conns.split_first()?;
+        let mut muted = first.muted.lock().expect("muted lock").clone();
+        for c in rest {
+            let theirs = c.muted.lock().expect("muted lock");
+            muted.retain(|m| theirs.contains(m));
+        }
+        Some(muted)
     }
 
     fn unregister(&self, user: &str, id: u64) {
@@ -204,27 +265,40 @@ impl Gateway {
                 all.remove(user);
             }
         }
+        drop(all);
         self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        self.presence_changed(user);
     }
 
-    /// Whether `user` has a live connection here.
+    /// Whether `user` has a live connection, here or (on a shared cluster) on another
+    /// gateway.
     pub fn is_connected(&self, user: &str) -> bool {
-        self.connections
+        let here = self
+            .connections
             .lock()
             .expect("connections lock")
-            .contains_key(user)
+            .contains_key(user);
+        here || self
+            .presence
+            .as_ref()
+            .is_some_and(|p| p.connected_elsewhere(user))
     }
 
-    /// Those of `users` who would not see a new message of `conversation` here: no
-    /// connection, or every connection unsubscribed from it.
+    /// Those of `users` who would not see a new message of `conversation`: no connection,
+    /// or every connection unsubscribed from it, here and on the other gateways.
     pub fn not_receiving(&self, users: &[String], conversation: &Conversation) -> Vec<String> {
         let table = self.connections.lock().expect("connections lock");
         users
             .iter()
             .filter(|u| {
-                table
+                let here = table
                     .get(*u)
-                    .is_none_or(|conns| conns.iter().all(|c| c.is_muted(conversation)))
+                    .is_some_and(|conns| conns.iter().any(|c| !c.is_muted(conversation)));
+                let elsewhere = self
+                    .presence
+                    .as_ref()
+                    .is_some_and(|p| p.receiving_elsewhere(u, conversation));
+                !here && !elsewhere
             })
             .cloned()
             .collect()

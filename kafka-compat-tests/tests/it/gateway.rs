@@ -368,3 +368,165 @@ async fn a_gateway_without_a_reachable_cluster_exits_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// Every record value of `topic` on the cluster, read with librdkafka from the start to
+/// the current end of each partition.
+fn read_topic(bootstrap: &str, topic: &str) -> Vec<Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message as _;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "gateway-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if high > 0 {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+            ends.insert(p, high);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ends.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "could not read {topic} within 20 s"
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        if let Some(v) = m.payload() {
+            out.push(serde_json::from_slice(v).unwrap());
+        }
+        if ends.get(&m.partition()) == Some(&(m.offset() + 1)) {
+            ends.remove(&m.partition());
+        }
+    }
+    out
+}
+
+/// Waits (up to 30 s) until group `group` has committed every record of `topic`, as the
+/// cluster's admin endpoint reports.
+async fn wait_until_group_caught_up(cluster: &Broker, group: &str, topic: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http(
+            &cluster.http,
+            "GET",
+            &format!("/consumer-groups/{group}"),
+            "admin",
+            None,
+        )
+        .await;
+        let caught_up = status == 200
+            && body["offsets"].as_array().is_some_and(|rows| {
+                let rows: Vec<&Value> = rows.iter().filter(|r| r["topic"] == topic).collect();
+                !rows.is_empty()
+                    && rows.iter().all(|r| {
+                        r["log_end_offset"].as_i64().unwrap_or(0) == 0
+                            || r["committed_offset"] == r["log_end_offset"]
+                    })
+            });
+        if caught_up {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{group} did not catch up on {topic}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of a gauge on a gateway's /metrics.
+async fn gauge(http_addr: &str, name: &str) -> i64 {
+    let mut stream = TcpStream::connect(http_addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connected_to_the_other_gateway_is_not_notified() {
+    let cluster = Broker::start_with(vec!["--chat-enabled".into(), "false".into()]).await;
+    let a = Gateway::start(&cluster.bootstrap()).await;
+    let b = Gateway::start(&cluster.bootstrap()).await;
+    // One user on B per partition of chat.messages (8), so however the notifier's group
+    // splits the partitions, A's notifier handles some of their conversations with alice.
+    let partitions = 8;
+    let users_on_b: Vec<String> = (0..partitions)
+        .map(|p| {
+            (0..)
+                .map(|i| format!("bob{i}"))
+                .find(|u| {
+                    let stream = chorus_chat::ids::stream_id("alice", u);
+                    chorus_chat::log::partition_for_key(stream.as_bytes(), partitions) == p
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut on_b = Vec::new();
+    for u in &users_on_b {
+        on_b.push(connect(&b.http, u).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while gauge(&a.http, "chorus_chat_users_elsewhere").await < partitions as i64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never learned who is on B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // alice (on A) writes to each of them and to dave, who is connected nowhere: only dave
+    // is notified.
+    let mut alice = connect(&a.http, "alice").await;
+    let recipients = users_on_b
+        .iter()
+        .map(String::as_str)
+        .chain(["dave", "dave"]);
+    for (i, to) in recipients.enumerate() {
+        alice
+            .send(json!({"type": "send_msg", "msg_id": format!("n{i}"), "recipient": to, "content": "ping"}))
+            .await;
+        alice.expect("ack").await;
+    }
+    wait_until_group_caught_up(&cluster, "chorus.notify", "chat.messages").await;
+    let bootstrap = cluster.bootstrap();
+    let notified: Vec<String> =
+        tokio::task::spawn_blocking(move || read_topic(&bootstrap, "notifications"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n["user_id"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(
+        notified,
+        ["dave"],
+        "one notification for dave's conversation, none for users on B"
+    );
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
