@@ -179,26 +179,32 @@ impl Presence {
             .store(others.len() as i64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    async fn publish(&self, user: &str, muted: Option<Vec<String>>) -> crate::log::Result<()> {
-        let key = format!("{}/{user}", self.me);
-        let value = muted.map(|muted| {
-            let a = Announcement {
-                muted,
-                expires_at: now_ms() + TTL.as_millis() as i64,
-            };
-            Bytes::from(serde_json::to_vec(&a).expect("announcements serialize"))
-        });
-        let record = Record {
-            key: Some(Bytes::from(key.clone().into_bytes())),
-            value,
-            headers: Vec::new(),
-            timestamp_ms: now_ms(),
-        };
-        let partition = partition_for_key(key.as_bytes(), self.partitions);
-        self.log
-            .append(&self.topic, partition, vec![record])
-            .await
-            .map(|_| ())
+    /// Publishes each user's state (`None`: no connection here any more), one append per
+    /// partition.
+    async fn publish(&self, states: Vec<(String, Option<Vec<String>>)>) -> crate::log::Result<()> {
+        let now = now_ms();
+        let mut by_partition: HashMap<i32, Vec<Record>> = HashMap::new();
+        for (user, muted) in states {
+            let key = format!("{}/{user}", self.me);
+            let value = muted.map(|muted| {
+                let a = Announcement {
+                    muted,
+                    expires_at: now + TTL.as_millis() as i64,
+                };
+                Bytes::from(serde_json::to_vec(&a).expect("announcements serialize"))
+            });
+            let partition = partition_for_key(key.as_bytes(), self.partitions);
+            by_partition.entry(partition).or_default().push(Record {
+                key: Some(Bytes::from(key.into_bytes())),
+                value,
+                headers: Vec::new(),
+                timestamp_ms: now,
+            });
+        }
+        for (partition, records) in by_partition {
+            self.log.append(&self.topic, partition, records).await?;
+        }
+        Ok(())
     }
 }
 
@@ -237,14 +243,22 @@ pub(crate) async fn announce(gateway: Weak<Gateway>, mut queue: mpsc::UnboundedR
         let Some(presence) = g.presence.clone() else {
             return;
         };
-        for user in users {
-            let state = g.local_state(&user);
-            let muted = state.map(|m| m.iter().map(muted_key).collect());
-            if let Err(e) = presence.publish(&user, muted).await {
-                tracing::warn!(%user, error = %e, "announcing presence failed");
-                if matches!(e, LogError::ShuttingDown) {
-                    return;
-                }
+        let states = users
+            .into_iter()
+            .map(|user| {
+                let muted = g
+                    .local_state(&user)
+                    .map(|m| m.iter().map(muted_key).collect());
+                (user, muted)
+            })
+            .collect();
+        drop(g);
+        if let Err(e) = presence.publish(states).await {
+            // Connected users are announced again at the next renewal; a departure that
+            // was not announced runs out with its expiry.
+            tracing::warn!(error = %e, "announcing presence failed");
+            if matches!(e, LogError::ShuttingDown) {
+                return;
             }
         }
     }
