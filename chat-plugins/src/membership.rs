@@ -175,6 +175,9 @@ impl MembershipStore {
     /// Catches up with `group`'s partition, so a change another gateway just wrote is seen
     /// (for answers that would otherwise refuse on stale state).
     pub async fn refresh(&self, group: &str) -> crate::log::Result<()> {
+        if !self.log.shared() {
+            return Ok(());
+        }
         let partition = partition_for_key(group.as_bytes(), self.partitions);
         let (_, end) = self.log.offsets(&self.topic, partition).await?;
         self.catch_up(partition, end).await
@@ -207,9 +210,11 @@ impl MembershipStore {
     ) -> Result<Option<MembershipEvent>> {
         let _turn = self.writer.lock().await;
         let partition = partition_for_key(group.as_bytes(), self.partitions);
-        // Decide on the whole log, including what other writers appended.
-        let (_, end) = self.log.offsets(&self.topic, partition).await?;
-        self.catch_up(partition, end).await?;
+        // On a shared log, decide on the whole log, including what others appended.
+        if self.log.shared() {
+            let (_, end) = self.log.offsets(&self.topic, partition).await?;
+            self.catch_up(partition, end).await?;
+        }
         let member = self.is_member(group, user);
         if member == (change == MembershipChange::Join) {
             return Ok(None);

@@ -205,14 +205,17 @@ impl Inner {
     }
 
     async fn write_batch(&self, partition: i32, batch: Vec<Queued>) {
-        // Number the batch against the whole log, including what other writers appended.
-        let caught_up = match self.log.offsets(&self.topic, partition).await {
-            Ok((_, end)) => self.catch_up(partition, end).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = caught_up {
-            fail(batch.into_iter().map(|q| q.reply), &e);
-            return;
+        // On a shared log, number the batch against the whole log, including what other
+        // writers appended. (Alone, this process has taken in everything it wrote.)
+        if self.log.shared() {
+            let caught_up = match self.log.offsets(&self.topic, partition).await {
+                Ok((_, end)) => self.catch_up(partition, end).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = caught_up {
+                fail(batch.into_iter().map(|q| q.reply), &e);
+                return;
+            }
         }
         // Sequence numbers continue per conversation within the batch; a repeat of a
         // msg_id (earlier, or earlier in this batch) gets the original back.

@@ -140,7 +140,7 @@ impl NotificationStore {
         if let Some(offset) = known(self) {
             return Ok((offset, true));
         }
-        if id.is_some() {
+        if id.is_some() && self.log.shared() {
             // Another gateway may have written this id since: look at the whole log.
             let (_, end) = self.log.offsets(&self.topic, partition).await?;
             self.catch_up(partition, end).await?;

@@ -229,6 +229,12 @@ impl KafkaLog {
         let mut out = Vec::new();
         let mut bytes = 0;
         let first = match tokio::time::timeout(wait, reader.consumer.recv()).await {
+            // Records exist below the end; not getting them is a failure, not an empty log.
+            Err(_) if !waits => {
+                return Err(LogError::Backend(
+                    format!("no records of {topic}-{partition} from offset {offset} arrived within {FETCH_TIMEOUT:?}").into(),
+                ))
+            }
             Err(_) => return Ok(out),
             Ok(m) => m,
         };
@@ -238,7 +244,14 @@ impl KafkaLog {
                 Ok(m) => m,
                 Err(e) => {
                     reader.next = None;
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) {
+                    // With auto.offset.reset=error, librdkafka reports an offset outside
+                    // the log as an auto-reset failure.
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset
+                        )
+                    ) {
                         let (start, end) = self.watermarks(topic, partition).await?;
                         return Err(LogError::OffsetOutOfRange {
                             topic: topic.to_string(),

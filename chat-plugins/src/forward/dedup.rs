@@ -105,8 +105,12 @@ impl DedupStore {
                 .await;
             let records = match read {
                 Ok(r) => r,
-                Err(crate::log::LogError::OffsetOutOfRange { start, .. }) if start > offset => {
-                    offset = start;
+                Err(crate::log::LogError::OffsetOutOfRange { start, end, .. })
+                    if offset < start || offset > end =>
+                {
+                    // Below the start (retention): go on from there; past the end (the
+                    // topic was truncated or made again): from the end.
+                    offset = if offset < start { start } else { end };
                     continue;
                 }
                 Err(e) => {
@@ -167,10 +171,10 @@ impl DedupStore {
         let expires_at = now_ms + ttl.as_millis() as i64;
         let value = serde_json::to_vec(&Entry { expires_at }).expect("entries serialize");
         self.append(&full, Some(Bytes::from(value)), now_ms).await?;
-        self.entries
-            .lock()
-            .expect("dedup lock")
-            .insert(full, expires_at);
+        let mut entries = self.entries.lock().expect("dedup lock");
+        let e = entries.entry(full).or_insert(expires_at);
+        // Another gateway may have recorded a later expiry meanwhile.
+        *e = (*e).max(expires_at);
         Ok(())
     }
 

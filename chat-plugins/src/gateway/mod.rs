@@ -373,8 +373,18 @@ impl Gateway {
     /// Tells every connection to say goodbye (`reconnect`, then close 1001) and waits, up
     /// to `wait`, until they have.
     pub async fn shutdown(&self, wait: Duration) {
+        let users = self.connected_users();
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(wait, self.open.acquire_many(MAX_TRACKED)).await;
+        // The other gateways stop counting these users now rather than at expiry.
+        if let Some(p) = &self.presence {
+            let gone = users.iter().map(|u| (p.key_of(u), None)).collect();
+            match tokio::time::timeout(wait, p.publish(gone)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "withdrawing presence failed"),
+                Err(_) => tracing::warn!("withdrawing presence took too long"),
+            }
+        }
     }
 }
 
@@ -426,8 +436,12 @@ async fn fan_out(
         };
         let records = match read {
             Ok(r) => r,
-            Err(crate::log::LogError::OffsetOutOfRange { start, .. }) if start > offset => {
-                offset = start;
+            Err(crate::log::LogError::OffsetOutOfRange { start, end, .. })
+                if offset < start || offset > end =>
+            {
+                // Below the start (retention): go on from there; past the end (the
+                // topic was truncated or made again): from the end.
+                offset = if offset < start { start } else { end };
                 continue;
             }
             Err(e) => {

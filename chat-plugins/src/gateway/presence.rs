@@ -5,8 +5,10 @@
 //! user's connections there has unsubscribed from, in the compacted topic
 //! `chat.presence` (key `gateway/user`; a tombstone when the user's last connection there
 //! closes). Announcements carry an expiry and are renewed while the user stays, so a
-//! gateway that dies stops counting after [`TTL`]. Every gateway reads the topic from the
-//! start and then follows it.
+//! gateway that dies stops counting after [`TTL`]; a gateway that stops withdraws its
+//! users at once. Announcements that ran out more than a TTL ago are forgotten and
+//! tombstoned by whichever gateway sweeps first, so the topic does not keep dead
+//! gateways' users. Every gateway reads the topic from the start and then follows it.
 //!
 //! Only used when the log is shared: a single `chorus serve` knows all its connections.
 
@@ -132,6 +134,37 @@ impl Presence {
             })
     }
 
+    /// Forgets announcements that ran out more than a [`TTL`] ago and returns their keys,
+    /// so they can be tombstoned: a gateway that died never removes its own.
+    fn sweep(&self) -> Vec<String> {
+        let now = now_ms();
+        let long_ago = now - TTL.as_millis() as i64;
+        let mut gone = Vec::new();
+        let mut others = self.others.lock().expect("presence lock");
+        others.retain(|user, gws| {
+            gws.retain(|gateway, e| {
+                let keep = e.expires_at > long_ago;
+                if !keep {
+                    gone.push(format!("{gateway}/{user}"));
+                }
+                keep
+            });
+            !gws.is_empty()
+        });
+        self.count_live(&others, now);
+        gone
+    }
+
+    fn count_live(&self, others: &HashMap<String, HashMap<String, Elsewhere>>, now: i64) {
+        let live = others
+            .values()
+            .filter(|gws| gws.values().any(|e| e.expires_at > now))
+            .count();
+        self.metrics
+            .users_elsewhere
+            .store(live as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Applies announcements read from the topic (our own are skipped: local state is
     /// known better here).
     fn take_in(&self, records: &[Consumed]) {
@@ -174,18 +207,22 @@ impl Presence {
                 }
             }
         }
-        self.metrics
-            .users_elsewhere
-            .store(others.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        self.count_live(&others, now_ms());
     }
 
-    /// Publishes each user's state (`None`: no connection here any more), one append per
-    /// partition.
-    async fn publish(&self, states: Vec<(String, Option<Vec<String>>)>) -> crate::log::Result<()> {
+    /// This gateway's key for `user`.
+    pub(crate) fn key_of(&self, user: &str) -> String {
+        format!("{}/{user}", self.me)
+    }
+
+    /// Publishes each key's state (`None`: a tombstone), one append per partition.
+    pub(crate) async fn publish(
+        &self,
+        states: Vec<(String, Option<Vec<String>>)>,
+    ) -> crate::log::Result<()> {
         let now = now_ms();
         let mut by_partition: HashMap<i32, Vec<Record>> = HashMap::new();
-        for (user, muted) in states {
-            let key = format!("{}/{user}", self.me);
+        for (key, muted) in states {
             let value = muted.map(|muted| {
                 let a = Announcement {
                     muted,
@@ -222,6 +259,7 @@ pub(crate) async fn announce(gateway: Weak<Gateway>, mut queue: mpsc::UnboundedR
     let mut renew = tokio::time::interval(RENEW_EVERY);
     renew.tick().await;
     loop {
+        let mut gone = Vec::new();
         let users: Vec<String> = tokio::select! {
             user = queue.recv() => match user {
                 Some(u) => {
@@ -235,7 +273,12 @@ pub(crate) async fn announce(gateway: Weak<Gateway>, mut queue: mpsc::UnboundedR
                 None => return,
             },
             _ = renew.tick() => match gateway.upgrade() {
-                Some(g) => g.connected_users(),
+                Some(g) => {
+                    if let Some(p) = &g.presence {
+                        gone = p.sweep();
+                    }
+                    g.connected_users()
+                }
                 None => return,
             },
         };
@@ -243,15 +286,16 @@ pub(crate) async fn announce(gateway: Weak<Gateway>, mut queue: mpsc::UnboundedR
         let Some(presence) = g.presence.clone() else {
             return;
         };
-        let states = users
+        let mut states: Vec<(String, Option<Vec<String>>)> = users
             .into_iter()
             .map(|user| {
                 let muted = g
                     .local_state(&user)
                     .map(|m| m.iter().map(muted_key).collect());
-                (user, muted)
+                (presence.key_of(&user), muted)
             })
             .collect();
+        states.extend(gone.into_iter().map(|key| (key, None)));
         drop(g);
         if let Err(e) = presence.publish(states).await {
             // Connected users are announced again at the next renewal; a departure that
@@ -279,8 +323,12 @@ pub(crate) async fn follow(
         };
         let records = match read {
             Ok(r) => r,
-            Err(LogError::OffsetOutOfRange { start, .. }) if start > offset => {
-                offset = start;
+            Err(LogError::OffsetOutOfRange { start, end, .. })
+                if offset < start || offset > end =>
+            {
+                // Below the start (retention): go on from there; past the end (the
+                // topic was truncated or made again): from the end.
+                offset = if offset < start { start } else { end };
                 continue;
             }
             Err(e) => {
