@@ -174,3 +174,49 @@ impl GatewayServer {
         tracing::info!("chorus gateway stopped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(bootstrap: &str) -> GatewayArgs {
+        GatewayArgs {
+            bootstrap_server: bootstrap.to_string(),
+            http_listen: Some("127.0.0.1:0".into()),
+            ..GatewayArgs::default()
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_with_the_name_of_what_is_wrong() {
+        let ok = GatewayConfig::load(GatewayArgs {
+            kafka_options: vec!["security.protocol = ssl".into()],
+            ..args("k1:9092,k2:9092")
+        })
+        .unwrap();
+        assert_eq!(ok.kafka.bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(
+            ok.kafka.options,
+            [("security.protocol".to_string(), "ssl".to_string())]
+        );
+        let wrong = |a: GatewayArgs| match GatewayConfig::load(a) {
+            Err(ConfigError::Invalid { name, .. }) => name,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        };
+        assert_eq!(wrong(args(" ")), "bootstrap_server");
+        assert_eq!(
+            wrong(GatewayArgs {
+                kafka_options: vec!["no-equals-sign".into()],
+                ..args("k:9092")
+            }),
+            "kafka-option"
+        );
+        assert_eq!(
+            wrong(GatewayArgs {
+                http_listen: Some("localhost".into()),
+                ..args("k:9092")
+            }),
+            "http_listen"
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! Reading a topic from the start, to rebuild state the log is the truth for, and reading
-//! a stretch of it to catch up with what other writers appended.
+//! Reading a topic from the start, to rebuild state the log is the truth for, reading a
+//! stretch of it to catch up with what other writers appended, and following it as it
+//! grows.
 
 use std::time::Duration;
 
@@ -55,4 +56,43 @@ pub async fn read_range(
         }
     }
     Ok(())
+}
+
+/// How long a follower's read waits for new records.
+const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+/// How long a follower pauses after a failed read.
+const FOLLOW_PAUSE: Duration = Duration::from_millis(500);
+
+/// The next records of `topic`-`partition` for a follower at `offset` (waiting a while when
+/// there are none), moving `offset` past them. An offset the log no longer has moves to its
+/// start, one past its end (a truncated or re-made topic) to its end; any other failure is
+/// logged and answered with nothing after a pause, so the follower simply calls again.
+pub async fn follow_next(
+    log: &dyn Log,
+    topic: &str,
+    partition: i32,
+    offset: &mut i64,
+) -> Vec<Consumed> {
+    match log
+        .read(topic, partition, *offset, SCAN_BYTES, FOLLOW_WAIT)
+        .await
+    {
+        Ok(records) => {
+            if let Some(last) = records.last() {
+                *offset = last.offset + 1;
+            }
+            records
+        }
+        Err(crate::log::LogError::OffsetOutOfRange { start, end, .. })
+            if *offset < start || *offset > end =>
+        {
+            *offset = if *offset < start { start } else { end };
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(%topic, partition, error = %e, "following the topic failed; retrying");
+            tokio::time::sleep(FOLLOW_PAUSE).await;
+            Vec::new()
+        }
+    }
 }

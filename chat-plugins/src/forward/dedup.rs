@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{partition_for_key, Log, Record, Result, TopicSpec};
-use crate::scan::scan_partition;
+use crate::log::{partition_for_key, Consumed, Log, Record, Result, TopicSpec};
+use crate::scan::{follow_next, scan_partition};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
@@ -32,6 +32,19 @@ pub struct DedupStore {
     entries: Mutex<HashMap<String, i64>>,
     /// Per partition, where loading stopped (a follower continues there).
     loaded_to: Vec<i64>,
+}
+
+/// A record's `target/key` and its expiry (`None`: a tombstone); `None` when the key is
+/// not text.
+fn entry_of(c: &Consumed) -> Option<(&str, Option<i64>)> {
+    let key = std::str::from_utf8(c.record.key.as_deref()?).ok()?;
+    let expiry = c
+        .record
+        .value
+        .as_deref()
+        .and_then(|v| serde_json::from_slice::<Entry>(v).ok())
+        .map(|e| e.expires_at);
+    Some((key, expiry))
 }
 
 fn full_key(target: &str, key: &str) -> String {
@@ -57,22 +70,10 @@ impl DedupStore {
         let mut loaded_to = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let end = scan_partition(log.as_ref(), topic, p, |c| {
-                let Some(key) = c
-                    .record
-                    .key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                else {
-                    return;
-                };
-                match c
-                    .record
-                    .value
-                    .as_deref()
-                    .and_then(|v| serde_json::from_slice::<Entry>(v).ok())
-                {
-                    Some(e) => entries.insert(key.to_string(), e.expires_at),
-                    None => entries.remove(key),
+                match entry_of(&c) {
+                    Some((key, Some(expires_at))) => entries.insert(key.to_string(), expires_at),
+                    Some((key, None)) => entries.remove(key),
+                    None => None,
                 };
             })
             .await?;
@@ -93,50 +94,13 @@ impl DedupStore {
     pub async fn follow(self: Arc<Self>, partition: i32) {
         let mut offset = self.loaded_to[partition as usize];
         loop {
-            let read = self
-                .log
-                .read(
-                    &self.topic,
-                    partition,
-                    offset,
-                    1 << 20,
-                    Duration::from_secs(5),
-                )
-                .await;
-            let records = match read {
-                Ok(r) => r,
-                Err(crate::log::LogError::OffsetOutOfRange { start, end, .. })
-                    if offset < start || offset > end =>
-                {
-                    // Below the start (retention): go on from there; past the end (the
-                    // topic was truncated or made again): from the end.
-                    offset = if offset < start { start } else { end };
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %self.topic, partition, error = %e, "following the dedup topic failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
+            let records = follow_next(self.log.as_ref(), &self.topic, partition, &mut offset).await;
             let now = crate::now_ms();
             let mut entries = self.entries.lock().expect("dedup lock");
-            for c in records {
-                offset = c.offset + 1;
-                let Some(key) = c
-                    .record
-                    .key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                else {
+            for c in &records {
+                let Some((key, expiry)) = entry_of(c) else {
                     continue;
                 };
-                let expiry = c
-                    .record
-                    .value
-                    .as_deref()
-                    .and_then(|v| serde_json::from_slice::<Entry>(v).ok())
-                    .map(|e| e.expires_at);
                 match expiry {
                     Some(at) => {
                         let e = entries.entry(key.to_string()).or_insert(at);

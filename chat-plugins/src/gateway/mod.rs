@@ -30,6 +30,7 @@ use crate::event::{MembershipEvent, StoredMessage};
 use crate::ids::Conversation;
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::scan::follow_next;
 use crate::{now_ms, Chat};
 
 pub use connection::serve;
@@ -430,30 +431,13 @@ async fn fan_out(
     let mut stop = gateway.shutdown.subscribe();
     let chat = gateway.chat.clone();
     loop {
-        let read = tokio::select! {
-            r = log.read(&name, partition, offset, 1 << 20, Duration::from_secs(5)) => r,
+        let records = tokio::select! {
+            r = follow_next(log.as_ref(), &name, partition, &mut offset) => r,
             _ = stopped(&mut stop) => return,
         };
-        let records = match read {
-            Ok(r) => r,
-            Err(crate::log::LogError::OffsetOutOfRange { start, end, .. })
-                if offset < start || offset > end =>
-            {
-                // Below the start (retention): go on from there; past the end (the
-                // topic was truncated or made again): from the end.
-                offset = if offset < start { start } else { end };
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(topic = %name, partition, error = %e, "fan-out read failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let Some(last) = records.last() else {
+        if records.is_empty() {
             continue;
-        };
-        offset = last.offset + 1;
+        }
         match topic {
             Topic::Messages => {
                 for m in chat.messages.follow(partition, &records) {

@@ -24,7 +24,7 @@ use crate::ids::Conversation;
 use crate::log::{partition_for_key, Consumed, Log, LogError, Record, TopicSpec};
 use crate::metrics::Metrics;
 use crate::now_ms;
-use crate::scan::scan_partition;
+use crate::scan::{follow_next, scan_partition};
 
 use super::Gateway;
 
@@ -317,29 +317,10 @@ pub(crate) async fn follow(
 ) {
     let (log, topic) = (presence.log.clone(), presence.topic.clone());
     loop {
-        let read = tokio::select! {
-            r = log.read(&topic, partition, offset, 1 << 20, Duration::from_secs(5)) => r,
+        let records = tokio::select! {
+            r = follow_next(log.as_ref(), &topic, partition, &mut offset) => r,
             _ = super::stopped(&mut stop) => return,
         };
-        let records = match read {
-            Ok(r) => r,
-            Err(LogError::OffsetOutOfRange { start, end, .. })
-                if offset < start || offset > end =>
-            {
-                // Below the start (retention): go on from there; past the end (the
-                // topic was truncated or made again): from the end.
-                offset = if offset < start { start } else { end };
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(%topic, partition, error = %e, "following presence failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        if let Some(last) = records.last() {
-            offset = last.offset + 1;
-        }
         presence.take_in(&records);
     }
 }

@@ -172,30 +172,37 @@ async fn spawn(dir: &Path, extra: &[String]) -> (Child, String, String) {
         .kill_on_drop(true)
         .spawn()
         .expect("start chorus");
+    let ready = ready_line(&mut child, "chorus broker ready").await;
+    (child, field(&ready, "listen="), field(&ready, "http="))
+}
+
+/// Reads a chorus process's output until the line containing `marker` (failing after
+/// 60 s or if it exits first), keeps draining the rest so logging never blocks it, and
+/// returns that line without colour codes.
+pub async fn ready_line(child: &mut Child, marker: &str) -> String {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.expect("read chorus output") {
-            if line.contains("chorus broker ready") {
+            if line.contains(marker) {
                 return Some(line);
             }
         }
         None
     })
     .await
-    .expect("chorus did not start within 60 s")
-    .expect("chorus exited before it was ready");
-    // Keep draining its output so logging never blocks the broker.
+    .unwrap_or_else(|_| panic!("no {marker:?} from chorus within 60 s"))
+    .unwrap_or_else(|| panic!("chorus exited before {marker:?}"));
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let field = |name: &str| -> String {
-        let plain: String = strip_ansi(&ready);
-        plain
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {plain:?}"))
-            .to_string()
-    };
-    (child, field("listen="), field("http="))
+    strip_ansi(&ready)
+}
+
+/// The value of `name=` (such as `http=`) in a startup line.
+pub fn field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        .to_string()
 }
 
 fn strip_ansi(s: &str) -> String {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clients::{chorus_binary, Broker, CHAT_SECRET};
+use crate::clients::{chorus_binary, field, ready_line, Broker, CHAT_SECRET};
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
@@ -36,24 +36,8 @@ impl Gateway {
             .kill_on_drop(true)
             .spawn()
             .expect("start chorus gateway");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.expect("read gateway output") {
-                if line.contains("chorus gateway ready") {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await
-        .expect("the gateway did not start within 60 s")
-        .expect("the gateway exited before it was ready");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let http = ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
-            .unwrap_or_else(|| panic!("no http= in {ready:?}"))
-            .to_string();
+        let ready = ready_line(&mut child, "chorus gateway ready").await;
+        let http = field(&ready, "http=");
         Gateway { child, http }
     }
 
