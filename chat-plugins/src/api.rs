@@ -169,6 +169,12 @@ impl Chat {
 
     /// Checks a draft and appends it: the path HTTP and WebSocket sends share.
     pub async fn send(&self, draft: Draft) -> Result<(crate::event::StoredMessage, bool)> {
+        self.check(&draft).await?;
+        self.messages.send(draft, now_ms()).await
+    }
+
+    /// Whether `draft` may be sent: its size, and for a group that the sender is a member.
+    pub async fn check(&self, draft: &Draft) -> Result<()> {
         if draft.msg_id.len() > 256 {
             return Err(ChatError::InvalidMessage("msg_id is longer than 256 bytes"));
         }
@@ -193,7 +199,7 @@ impl Chat {
                 return Err(ChatError::Forbidden("only members can send to a group"));
             }
         }
-        self.messages.send(draft, now_ms()).await
+        Ok(())
     }
 
     async fn get_history(&self, req: HttpRequest<'_>) -> Result<HttpResponse> {

@@ -9,7 +9,7 @@
 //! path: sequence numbers, retries by msg_id, history), `membership` (group members from
 //! `chat.membership`), `api` (the HTTP API, independent of any HTTP server), `config`,
 //! `error` (the protocol's error codes), `gateway` (the WebSocket gateway and its fan-out),
-//! `metrics` (what `/metrics` shows), `notifications` (the notifications topic, once per
+//! `metrics` (what `/metrics` shows), `group_commit` (the stores' batched appends), `notifications` (the notifications topic, once per
 //! id), `forward` (the idempotent forwarder: dedup store, retries, dead letters, and the
 //! chat-notification and e-mail targets), `cdc` (Debezium change events in), `plugins`
 //! (starting the forwarder targets from the `[chat]` configuration).
@@ -26,6 +26,7 @@ pub mod error;
 pub mod event;
 pub mod forward;
 pub mod gateway;
+pub mod group_commit;
 pub mod ids;
 pub mod log;
 pub mod membership;

@@ -57,7 +57,7 @@ pub struct Consumed {
 }
 
 /// Where an append landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     pub partition: i32,
     /// Offset of the first record.
@@ -65,6 +65,8 @@ pub struct Appended {
     /// Offset of the last record. `last_offset - base_offset + 1` is the record count
     /// when they landed together; on a log others write too, theirs may sit in between.
     pub last_offset: i64,
+    /// Where each record landed, in the order given.
+    pub offsets: Vec<i64>,
     /// The log's append time on `LogAppendTime` topics, else the first record's timestamp.
     pub timestamp_ms: i64,
 }

@@ -19,20 +19,21 @@
 //! The gateway's fan-out takes in what it reads through [`MessageStore::follow`]; records
 //! are taken in exactly once and in offset order, whoever gets to them first.
 //!
-//! Group commit: a send queues its draft on its partition and a writer task appends
-//! everything queued there as one batch, so concurrent senders share one durable append.
-//! The writer runs as its own task, so a caller that goes away (an HTTP client hanging
-//! up) cannot interrupt an append between the write and the bookkeeping after it.
+//! Group commit ([`crate::group_commit`]): a send queues its draft on its partition and a
+//! writer task appends everything queued there as one batch, so concurrent senders share
+//! one durable append. [`MessageStore::send_all`] queues several drafts of a conversation
+//! as one group, which is appended whole: all of them are written or none.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::oneshot;
 
 use crate::error::{ChatError, Result};
 use crate::event::{StoredMessage, TYPE_HEADER};
+use crate::group_commit::GroupQueue;
 use crate::ids::{stream_id, Conversation};
 use crate::log::{partition_for_key, Consumed, Header, Log, LogError, Record, TopicSpec};
 use crate::scan::{read_range, scan_partition};
@@ -129,9 +130,6 @@ fn parse(c: &Consumed) -> Option<StoredMessage> {
         .and_then(|v| serde_json::from_slice(v).ok())
 }
 
-/// Most drafts one append takes (the rest go in the next one).
-const MAX_BATCH: usize = 512;
-
 /// Where a queued send gets its answer.
 type Reply = oneshot::Sender<Result<(StoredMessage, bool)>>;
 
@@ -141,6 +139,17 @@ struct Queued {
     draft: Draft,
     now_ms: i64,
     reply: Reply,
+}
+
+impl Queued {
+    /// About the bytes of its record.
+    fn weight(&self) -> usize {
+        let d = &self.draft;
+        let to = match &d.to {
+            Recipient::User(u) | Recipient::Group(u) => u.len(),
+        };
+        d.content.len() + d.msg_id.len() + d.sender_id.len() + to + 200
+    }
 }
 
 /// The chat messages of every conversation.
@@ -156,9 +165,8 @@ struct Inner {
     partitions: i32,
     /// Held only briefly, never across an await.
     shards: Vec<std::sync::Mutex<Shard>>,
-    /// One writer per partition, held across its append.
-    writers: Vec<Mutex<()>>,
-    queued: Vec<std::sync::Mutex<Vec<Queued>>>,
+    /// Sends waiting for their partition's writer, whose turn is held across its append.
+    queued: GroupQueue<Queued>,
 }
 
 impl Inner {
@@ -166,21 +174,15 @@ impl Inner {
         self.shards[partition as usize].lock().expect("shard lock")
     }
 
-    /// Appends what is queued on `partition`, a batch at a time. Several of these may be
-    /// spawned for one batch; the first to get the writer's turn writes it, the others
-    /// find the queue empty.
-    async fn write_queued(self: Arc<Self>, partition: usize) {
-        let _turn = self.writers[partition].lock().await;
+    /// Appends what is queued on `partition`, a batch at a time.
+    async fn write_queued(self: Arc<Self>, partition: i32) {
+        let _turn = self.queued.turn(partition).await;
         loop {
-            let batch: Vec<Queued> = {
-                let mut queued = self.queued[partition].lock().expect("queue lock");
-                let n = queued.len().min(MAX_BATCH);
-                queued.drain(..n).collect()
-            };
+            let batch = self.queued.next_batch(partition, Queued::weight);
             if batch.is_empty() {
                 return;
             }
-            self.write_batch(partition as i32, batch).await;
+            self.write_batch(partition, batch).await;
         }
     }
 
@@ -382,8 +384,7 @@ impl MessageStore {
                 log,
                 topic: spec.name.clone(),
                 partitions,
-                queued: (0..partitions).map(|_| Default::default()).collect(),
-                writers: (0..partitions).map(|_| Mutex::new(())).collect(),
+                queued: GroupQueue::new(partitions),
                 shards,
             }),
         })
@@ -415,20 +416,45 @@ impl MessageStore {
     /// Appends `draft` as the conversation's next message, or returns the message an
     /// earlier send with the same sender and msg_id made (`true`: it was a repeat).
     pub async fn send(&self, draft: Draft, now_ms: i64) -> Result<(StoredMessage, bool)> {
-        let partition = self.partition(&draft.conversation()) as usize;
-        let (reply, answer) = oneshot::channel();
-        self.inner.queued[partition]
-            .lock()
-            .expect("queue lock")
-            .push(Queued {
+        self.send_all(vec![draft], now_ms)
+            .await?
+            .pop()
+            .ok_or(ChatError::Unavailable(LogError::ShuttingDown))
+    }
+
+    /// Sends `drafts` in order, as [`MessageStore::send`] does each. The drafts of one
+    /// partition (those of one conversation always are) are appended together: either all
+    /// of them are written or none, and an error is returned.
+    pub async fn send_all(
+        &self,
+        drafts: Vec<Draft>,
+        now_ms: i64,
+    ) -> Result<Vec<(StoredMessage, bool)>> {
+        let mut groups: HashMap<i32, Vec<Queued>> = HashMap::new();
+        let mut answers = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            let partition = self.partition(&draft.conversation());
+            let (reply, answer) = oneshot::channel();
+            groups.entry(partition).or_default().push(Queued {
                 draft,
                 now_ms,
                 reply,
             });
-        tokio::spawn(self.inner.clone().write_queued(partition));
-        answer
-            .await
-            .unwrap_or(Err(ChatError::Unavailable(LogError::ShuttingDown)))
+            answers.push(answer);
+        }
+        for (partition, group) in groups {
+            self.inner.queued.push(partition, group);
+            tokio::spawn(self.inner.clone().write_queued(partition));
+        }
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(
+                answer
+                    .await
+                    .unwrap_or(Err(ChatError::Unavailable(LogError::ShuttingDown)))?,
+            );
+        }
+        Ok(out)
     }
 
     /// The two users of a 1:1 stream, once it has a message.

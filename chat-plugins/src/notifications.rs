@@ -1,19 +1,21 @@
 //! The `notifications` topic: one record per notification, keyed by user so a user's
 //! notifications stay in order. A notification may carry an id (a CDC event's, or the chat
-//! notifier's); a second one with the same id is not appended again, so a re-delivered
-//! source event notifies once. The ids are rebuilt from the topic on start and kept up
+//! notifier's); a second one for the same user with the same id is not appended again, so
+//! a re-delivered source event notifies once. The ids are rebuilt from the topic on start and kept up
 //! with it after (other gateways write it too), the first record of an id being the one
-//! that counts.
+//! that counts. Concurrent notifications share one durable append per partition
+//! ([`crate::group_commit`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::oneshot;
 
 use crate::event::TYPE_HEADER;
-use crate::log::{partition_for_key, Consumed, Header, Log, Record, Result, TopicSpec};
+use crate::group_commit::GroupQueue;
+use crate::log::{partition_for_key, Consumed, Header, Log, LogError, Record, Result, TopicSpec};
 use crate::scan::{read_range, scan_partition};
 
 /// Header carrying a notification's id.
@@ -24,7 +26,7 @@ pub const ID_HEADER: &str = "chorus.id";
 struct Part {
     /// Every record below this offset has been taken in.
     applied_end: i64,
-    /// Notification id -> the offset of its first record.
+    /// Notification id (scoped to its user) -> the offset of its first record.
     ids: HashMap<String, i64>,
 }
 
@@ -43,22 +45,52 @@ impl Part {
     }
 }
 
-fn id_of(c: &Consumed) -> Option<&str> {
-    c.record
-        .header(ID_HEADER)
-        .and_then(|v| std::str::from_utf8(v).ok())
+/// An id counts per user: two users' notifications may carry the same id.
+fn scoped_id(user: &str, id: &str) -> String {
+    format!("{user}\u{1f}{id}")
+}
+
+/// The record's user-scoped notification id, if it has one.
+fn id_of(c: &Consumed) -> Option<String> {
+    let id = std::str::from_utf8(c.record.header(ID_HEADER)?).ok()?;
+    let user = String::from_utf8_lossy(c.record.key.as_deref().unwrap_or_default());
+    Some(scoped_id(&user, id))
+}
+
+/// Where a queued notification gets its answer: (offset, whether the id was there before).
+type Reply = oneshot::Sender<Result<(i64, bool)>>;
+
+/// A notification waiting for its partition's writer.
+#[derive(Debug)]
+struct Pending {
+    /// Scoped to the user ([`scoped_id`]).
+    id: Option<String>,
+    record: Record,
+    reply: Reply,
+}
+
+impl Pending {
+    fn weight(&self) -> usize {
+        self.record.value.as_ref().map_or(0, |v| v.len()) + 100
+    }
+}
+
+/// The notifications topic, with the ids it holds.
+#[derive(Debug)]
+pub struct NotificationStore {
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-pub struct NotificationStore {
+struct Inner {
     log: Arc<dyn Log>,
     topic: String,
     partitions: i32,
     /// Held only briefly, never across an await.
     parts: Vec<std::sync::Mutex<Part>>,
-    /// One writer per partition, held across its append, so two sends of one id from
-    /// this process cannot both append.
-    writers: Vec<Mutex<()>>,
+    /// Group commit. The writer's turn is held across its append, so two notifications
+    /// with one id from this process cannot both be appended.
+    queued: GroupQueue<Pending>,
 }
 
 impl NotificationStore {
@@ -68,64 +100,43 @@ impl NotificationStore {
         for p in 0..partitions {
             let mut part = Part::default();
             let end = scan_partition(log.as_ref(), &spec.name, p, |c| {
-                part.follow(c.offset, id_of(&c));
+                part.follow(c.offset, id_of(&c).as_deref());
             })
             .await?;
             part.applied_end = part.applied_end.max(end);
             parts.push(std::sync::Mutex::new(part));
         }
         Ok(NotificationStore {
-            log,
-            topic: spec.name.clone(),
-            partitions,
-            parts,
-            writers: (0..partitions).map(|_| Mutex::new(())).collect(),
+            inner: Arc::new(Inner {
+                log,
+                topic: spec.name.clone(),
+                partitions,
+                parts,
+                queued: GroupQueue::new(partitions),
+            }),
         })
-    }
-
-    fn part(&self, partition: i32) -> std::sync::MutexGuard<'_, Part> {
-        self.parts[partition as usize]
-            .lock()
-            .expect("notifications lock")
     }
 
     /// The offset up to which `partition` has been taken in; a follower of the log starts
     /// reading there.
     pub fn applied_end(&self, partition: i32) -> i64 {
-        self.part(partition).applied_end
+        self.inner.part(partition).applied_end
     }
 
     /// Takes in records read from `partition` (in order, continuing from where the reader
     /// started at [`NotificationStore::applied_end`]) and returns those that are not
     /// repeats of an earlier notification id.
     pub fn follow<'a>(&self, partition: i32, records: &'a [Consumed]) -> Vec<&'a Consumed> {
-        let mut part = self.part(partition);
+        let mut part = self.inner.part(partition);
         records
             .iter()
-            .filter(|c| part.follow(c.offset, id_of(c)))
+            .filter(|c| part.follow(c.offset, id_of(c).as_deref()))
             .collect()
     }
 
-    async fn catch_up(&self, partition: i32, until: i64) -> Result<()> {
-        let from = self.applied_end(partition);
-        if from >= until {
-            return Ok(());
-        }
-        read_range(
-            self.log.as_ref(),
-            &self.topic,
-            partition,
-            from,
-            until,
-            |c| {
-                self.part(partition).follow(c.offset, id_of(&c));
-            },
-        )
-        .await
-    }
-
     /// Appends a notification for `user` unless one with the same `id` is already there.
-    /// Returns its offset and whether it was there before.
+    /// Returns its offset and whether it was there before. Concurrent notifications share
+    /// one durable append per partition.
     pub async fn notify(
         &self,
         user: &str,
@@ -134,19 +145,13 @@ impl NotificationStore {
         id: Option<&str>,
         now_ms: i64,
     ) -> Result<(i64, bool)> {
-        let partition = partition_for_key(user.as_bytes(), self.partitions);
-        let _turn = self.writers[partition as usize].lock().await;
-        let known = |store: &Self| id.and_then(|id| store.part(partition).ids.get(id).copied());
-        if let Some(offset) = known(self) {
+        let partition = partition_for_key(user.as_bytes(), self.inner.partitions);
+        let scoped = id.map(|id| scoped_id(user, id));
+        if let Some(offset) = scoped
+            .as_deref()
+            .and_then(|id| self.inner.known(partition, id))
+        {
             return Ok((offset, true));
-        }
-        if id.is_some() && self.log.shared() {
-            // Another gateway may have written this id since: look at the whole log.
-            let (_, end) = self.log.offsets(&self.topic, partition).await?;
-            self.catch_up(partition, end).await?;
-            if let Some(offset) = known(self) {
-                return Ok((offset, true));
-            }
         }
         let value = serde_json::json!({
             "user_id": user,
@@ -170,26 +175,160 @@ impl NotificationStore {
             headers,
             timestamp_ms: now_ms,
         };
-        let offset = self
-            .log
-            .append(&self.topic, partition, vec![record])
-            .await?
-            .base_offset;
-        let behind = {
-            let mut part = self.part(partition);
-            let behind = part.applied_end < offset;
-            if !behind {
-                part.follow(offset, id);
-            }
-            behind
-        };
-        if behind {
-            // Another writer's records came first: take in the log as it is.
-            self.catch_up(partition, offset + 1).await?;
+        let (reply, answer) = oneshot::channel();
+        self.inner.queued.push(
+            partition,
+            vec![Pending {
+                id: scoped,
+                record,
+                reply,
+            }],
+        );
+        tokio::spawn(self.inner.clone().write_queued(partition));
+        answer.await.unwrap_or(Err(LogError::ShuttingDown))
+    }
+}
+
+impl Inner {
+    fn part(&self, partition: i32) -> std::sync::MutexGuard<'_, Part> {
+        self.parts[partition as usize]
+            .lock()
+            .expect("notifications lock")
+    }
+
+    /// The offset of the first record with `id`, if it has been taken in.
+    fn known(&self, partition: i32, id: &str) -> Option<i64> {
+        self.part(partition).ids.get(id).copied()
+    }
+
+    async fn catch_up(&self, partition: i32, until: i64) -> Result<()> {
+        let from = self.part(partition).applied_end;
+        if from >= until {
+            return Ok(());
         }
-        match known(self) {
-            Some(first) if first != offset => Ok((first, true)),
-            _ => Ok((offset, false)),
+        read_range(
+            self.log.as_ref(),
+            &self.topic,
+            partition,
+            from,
+            until,
+            |c| {
+                self.part(partition).follow(c.offset, id_of(&c).as_deref());
+            },
+        )
+        .await
+    }
+
+    async fn write_queued(self: Arc<Self>, partition: i32) {
+        let _turn = self.queued.turn(partition).await;
+        loop {
+            let batch = self.queued.next_batch(partition, Pending::weight);
+            if batch.is_empty() {
+                return;
+            }
+            self.write_batch(partition, batch).await;
+        }
+    }
+
+    async fn write_batch(&self, partition: i32, batch: Vec<Pending>) {
+        let fail = |replies: Vec<Reply>, e: &LogError| {
+            let text = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(LogError::Backend(text.clone().into())));
+            }
+        };
+        if self.log.shared() && batch.iter().any(|p| p.id.is_some()) {
+            // Another gateway may have written these ids since: look at the whole log.
+            let caught_up = match self.log.offsets(&self.topic, partition).await {
+                Ok((_, end)) => self.catch_up(partition, end).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = caught_up {
+                fail(batch.into_iter().map(|p| p.reply).collect(), &e);
+                return;
+            }
+        }
+        // An id already in the log, or earlier in this batch, is not appended again.
+        let mut fresh: Vec<(Option<String>, Reply)> = Vec::new();
+        let mut records = Vec::new();
+        let mut repeats: Vec<(usize, Reply)> = Vec::new();
+        {
+            let part = self.part(partition);
+            let mut in_batch: HashMap<String, usize> = HashMap::new();
+            for p in batch {
+                if let Some(id) = &p.id {
+                    if let Some(&offset) = part.ids.get(id) {
+                        let _ = p.reply.send(Ok((offset, true)));
+                        continue;
+                    }
+                    if let Some(&i) = in_batch.get(id) {
+                        repeats.push((i, p.reply));
+                        continue;
+                    }
+                    in_batch.insert(id.clone(), fresh.len());
+                }
+                records.push(p.record);
+                fresh.push((p.id, p.reply));
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let appended = match self.log.append(&self.topic, partition, records).await {
+            Ok(a) => a,
+            Err(e) => {
+                let replies = fresh.into_iter().map(|(_, r)| r);
+                fail(
+                    replies.chain(repeats.into_iter().map(|(_, r)| r)).collect(),
+                    &e,
+                );
+                return;
+            }
+        };
+        let offsets = appended.offsets;
+        let taken_in = {
+            let mut part = self.part(partition);
+            let together = offsets.windows(2).all(|w| w[1] == w[0] + 1);
+            if together && part.applied_end >= appended.base_offset {
+                for ((id, _), offset) in fresh.iter().zip(&offsets) {
+                    part.follow(*offset, id.as_deref());
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if !taken_in {
+            // Another writer's records came before or among ours: take in the log as it is.
+            if let Err(e) = self.catch_up(partition, appended.last_offset + 1).await {
+                // Written; a retry with the same id finds them.
+                let replies = fresh.into_iter().map(|(_, r)| r);
+                fail(
+                    replies.chain(repeats.into_iter().map(|(_, r)| r)).collect(),
+                    &e,
+                );
+                return;
+            }
+        }
+        // A record whose id another writer got in first is answered with that one.
+        let answers: Vec<(i64, bool)> = {
+            let part = self.part(partition);
+            fresh
+                .iter()
+                .zip(&offsets)
+                .map(
+                    |((id, _), &offset)| match id.as_ref().and_then(|id| part.ids.get(id)) {
+                        Some(&first) if first != offset => (first, true),
+                        _ => (offset, false),
+                    },
+                )
+                .collect()
+        };
+        for (i, reply) in repeats {
+            let _ = reply.send(Ok((answers[i].0, true)));
+        }
+        for ((_, reply), answer) in fresh.into_iter().zip(answers) {
+            let _ = reply.send(Ok(answer));
         }
     }
 }

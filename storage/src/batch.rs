@@ -517,22 +517,38 @@ impl BatchBuilder {
                 .unwrap_or(0)
         });
 
-        let mut records = Vec::with_capacity(self.records.len() * 32);
-        for r in &self.records {
-            record::encode(
-                &mut records,
-                r.timestamp - base_timestamp,
-                r.offset_delta,
-                r.key.as_deref(),
-                r.value.as_deref(),
-                &r.headers,
-            );
-        }
-        let payload = if self.compression == Compression::None {
-            records
-        } else {
-            codec::compress(self.compression, &records)?
+        let records_len: usize = self
+            .records
+            .iter()
+            .map(|r| {
+                32 + r.key.as_ref().map_or(0, Vec::len)
+                    + r.value.as_ref().map_or(0, Vec::len)
+                    + r.headers.len()
+            })
+            .sum();
+        // Uncompressed records are encoded straight after the header's room.
+        let mut out = Vec::with_capacity(HEADER_LEN + records_len);
+        out.resize(HEADER_LEN, 0);
+        let encode_all = |into: &mut Vec<u8>| {
+            for r in &self.records {
+                record::encode(
+                    into,
+                    r.timestamp - base_timestamp,
+                    r.offset_delta,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    &r.headers,
+                );
+            }
         };
+        if self.compression == Compression::None {
+            encode_all(&mut out);
+        } else {
+            let mut records = Vec::with_capacity(records_len);
+            encode_all(&mut records);
+            out.extend_from_slice(&codec::compress(self.compression, &records)?);
+        }
+        let payload_len = out.len() - HEADER_LEN;
 
         let mut attributes = self.compression.id() as i16;
         if self.timestamp_type == TimestampType::LogAppendTime {
@@ -548,21 +564,21 @@ impl BatchBuilder {
             attributes |= DELETE_HORIZON_BIT;
         }
 
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-        out.extend_from_slice(&self.base_offset.to_be_bytes());
-        out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + payload.len()) as i32).to_be_bytes());
-        out.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
-        out.push(MAGIC_V2 as u8);
-        out.extend_from_slice(&[0; 4]); // CRC, filled below
-        out.extend_from_slice(&attributes.to_be_bytes());
-        out.extend_from_slice(&last_offset_delta.to_be_bytes());
-        out.extend_from_slice(&base_timestamp.to_be_bytes());
-        out.extend_from_slice(&max_timestamp.to_be_bytes());
-        out.extend_from_slice(&self.producer_id.to_be_bytes());
-        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
-        out.extend_from_slice(&self.base_sequence.to_be_bytes());
-        out.extend_from_slice(&(self.records.len() as i32).to_be_bytes());
-        out.extend_from_slice(&payload);
+        let mut head = Vec::with_capacity(HEADER_LEN);
+        head.extend_from_slice(&self.base_offset.to_be_bytes());
+        head.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + payload_len) as i32).to_be_bytes());
+        head.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
+        head.push(MAGIC_V2 as u8);
+        head.extend_from_slice(&[0; 4]); // CRC, filled below
+        head.extend_from_slice(&attributes.to_be_bytes());
+        head.extend_from_slice(&last_offset_delta.to_be_bytes());
+        head.extend_from_slice(&base_timestamp.to_be_bytes());
+        head.extend_from_slice(&max_timestamp.to_be_bytes());
+        head.extend_from_slice(&self.producer_id.to_be_bytes());
+        head.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        head.extend_from_slice(&self.base_sequence.to_be_bytes());
+        head.extend_from_slice(&(self.records.len() as i32).to_be_bytes());
+        out[..HEADER_LEN].copy_from_slice(&head);
         let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
         out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(out)

@@ -100,21 +100,31 @@ pub fn encode(
     value: Option<&[u8]>,
     headers_raw: &[u8],
 ) {
-    let mut body = Vec::with_capacity(
-        16 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + headers_raw.len(),
-    );
-    body.push(0); // attributes
-    write_varlong(&mut body, timestamp_delta);
-    write_varlong(&mut body, offset_delta as i64);
-    write_nullable_bytes(&mut body, key);
-    write_nullable_bytes(&mut body, value);
+    // The length prefix comes first, so size the body before writing it in place.
+    let nullable_len =
+        |b: Option<&[u8]>| b.map_or(varlong_len(-1), |b| varlong_len(b.len() as i64) + b.len());
+    let body_len = 1
+        + varlong_len(timestamp_delta)
+        + varlong_len(offset_delta as i64)
+        + nullable_len(key)
+        + nullable_len(value)
+        + if headers_raw.is_empty() {
+            varlong_len(0)
+        } else {
+            headers_raw.len()
+        };
+    out.reserve(varlong_len(body_len as i64) + body_len);
+    write_varlong(out, body_len as i64);
+    out.push(0); // attributes
+    write_varlong(out, timestamp_delta);
+    write_varlong(out, offset_delta as i64);
+    write_nullable_bytes(out, key);
+    write_nullable_bytes(out, value);
     if headers_raw.is_empty() {
-        write_varlong(&mut body, 0);
+        write_varlong(out, 0);
     } else {
-        body.extend_from_slice(headers_raw);
+        out.extend_from_slice(headers_raw);
     }
-    write_varlong(out, body.len() as i64);
-    out.extend_from_slice(&body);
 }
 
 /// Encodes a header block for [`encode`].
@@ -198,6 +208,12 @@ fn read_unsigned(buf: &[u8], max_bytes: usize) -> Result<(u64, &[u8]), RecordErr
     }
 }
 
+/// Bytes [`write_varlong`] writes for `v`.
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - z.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
 fn write_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
@@ -210,6 +226,29 @@ fn write_varlong(out: &mut Vec<u8>, v: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varlong_len_matches_what_is_written() {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            64,
+            -64,
+            -65,
+            8191,
+            8192,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut out = Vec::new();
+            write_varlong(&mut out, v);
+            assert_eq!(varlong_len(v), out.len(), "{v}");
+        }
+    }
 
     #[test]
     fn varints_round_trip_at_the_edges() {

@@ -16,7 +16,7 @@ use chorus_chat::log::{
     Appended, BoxFuture, Consumed, GroupConsumer, GroupOptions, Header, Log, LogError, Record,
     TopicSpec,
 };
-use chorus_storage::batch::{self, BatchBuilder, NewRecord, TimestampType};
+use chorus_storage::batch::{self, BatchBuilder, BatchIter, NewRecord, TimestampType};
 use chorus_storage::log::ReadLimits;
 use chorus_storage::record;
 
@@ -131,6 +131,7 @@ fn append_durably(p: &Partition, records: &[Record]) -> Result<Appended, LogErro
         partition: p.index,
         base_offset: outcome.base_offset,
         last_offset: outcome.base_offset + records.len() as i64 - 1,
+        offsets: (outcome.base_offset..).take(records.len()).collect(),
         timestamp_ms: outcome.log_append_time.unwrap_or(first),
     })
 }
@@ -148,8 +149,19 @@ fn read_records(p: &Partition, offset: i64, max_bytes: usize) -> Result<Vec<Cons
             },
         )
         .map_err(|e| log_error(e.into(), &p.topic, p.index))?;
+    // Keys and values of uncompressed batches are slices of the read's one buffer, not
+    // copies; those of compressed batches are copied out of the decompressed buffer.
+    let buffer = bytes::Bytes::from(read.bytes);
+    let share = |part: &[u8]| {
+        let range = buffer.as_ptr_range();
+        if range.start <= part.as_ptr() && part.as_ptr_range().end <= range.end {
+            buffer.slice_ref(part)
+        } else {
+            bytes::Bytes::copy_from_slice(part)
+        }
+    };
     let mut out = Vec::new();
-    for (_, header, bytes) in read.batches() {
+    for (_, header, bytes) in BatchIter::new(&buffer) {
         if header.is_control() || header.next_offset() <= offset {
             continue;
         }
@@ -172,13 +184,13 @@ fn read_records(p: &Partition, offset: i64, max_bytes: usize) -> Result<Vec<Cons
                 partition: p.index,
                 offset: at,
                 record: Record {
-                    key: r.key.map(bytes::Bytes::copy_from_slice),
-                    value: r.value.map(bytes::Bytes::copy_from_slice),
+                    key: r.key.map(share),
+                    value: r.value.map(share),
                     headers: headers
                         .into_iter()
                         .map(|(k, v)| Header {
                             key: String::from_utf8_lossy(k).into_owned(),
-                            value: v.map(bytes::Bytes::copy_from_slice),
+                            value: v.map(share),
                         })
                         .collect(),
                     timestamp_ms: if append_time {

@@ -424,18 +424,19 @@ impl Log for KafkaLog {
                 }
             }
             let mut first: Option<(i64, i64)> = None;
-            let mut last_offset = -1;
+            let mut offsets = Vec::with_capacity(pending.len());
             for delivery in pending {
                 let delivered = delivery.await.map_err(|_| LogError::ShuttingDown)?;
                 let d = delivered.map_err(|(e, _)| log_error(e, topic, partition))?;
                 first.get_or_insert((d.offset, d.timestamp.to_millis().unwrap_or(-1)));
-                last_offset = d.offset;
+                offsets.push(d.offset);
             }
             let (base_offset, timestamp_ms) = first.unwrap_or((-1, -1));
             Ok(Appended {
                 partition,
                 base_offset,
-                last_offset,
+                last_offset: offsets.last().copied().unwrap_or(-1),
+                offsets,
                 timestamp_ms,
             })
         })

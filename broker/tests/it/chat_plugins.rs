@@ -156,13 +156,23 @@ async fn records_in(broker: &TestBroker, topic: &str) -> i64 {
     total
 }
 
-/// The contents of a stream's history, in order.
+/// The contents of a stream's history, in order (the first page).
 async fn history(broker: &TestBroker, user: &str, other: &str) -> Vec<(u64, String)> {
+    history_page(broker, user, other, 100).await
+}
+
+/// The first `limit` messages of a stream's history, in order.
+async fn history_page(
+    broker: &TestBroker,
+    user: &str,
+    other: &str,
+    limit: usize,
+) -> Vec<(u64, String)> {
     let stream = chorus_chat::ids::stream_id(user, other);
     let (status, body) = http_request(
         http_addr(broker),
         "GET",
-        &format!("/chat/messages?stream_id={stream}"),
+        &format!("/chat/messages?stream_id={stream}&limit={limit}"),
         Some(&format!("Bearer {}", jwt(user))),
         None,
     )
@@ -375,6 +385,209 @@ async fn bad_events_are_dead_lettered_with_the_reason_and_ingest_goes_on() {
         "the original headers are kept"
     );
     assert_eq!(first.key(), Some(&b"k"[..]));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_for_one_conversation_keeps_source_order_and_a_bad_event_in_it_is_dead_lettered() {
+    let broker = plugin_broker(cdc_plugins()).await;
+    let p = producer(&broker);
+    // Sent without waiting for each other: the forwarder sees them queued behind one key
+    // and hands them to the write path together.
+    let events: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| {
+            // One too large in the middle: refused by the write path, while the rest
+            // go on around it.
+            let content = if i == 100 {
+                "x".repeat(11 << 10)
+            } else {
+                format!("burst {i}")
+            };
+            let value = json!({
+                "before": null,
+                "after": {"id": 5000 + i, "sender_id": "alice", "receiver_id": "bob", "group_id": null, "content": content},
+                "source": {"connector": "postgresql", "table": "messages"},
+                "op": "c",
+            });
+            (format!("{{\"id\":{}}}", 5000 + i), value.to_string().into_bytes())
+        })
+        .collect();
+    let sends = events.iter().map(|(key, value)| {
+        p.send(
+            FutureRecord::<str, [u8]>::to("pg.public.messages")
+                .partition(0)
+                .key(key)
+                .payload(value),
+            Duration::from_secs(10),
+        )
+    });
+    for sent in futures_util::future::join_all(sends).await {
+        sent.expect("produce");
+    }
+    let got = within(20, async {
+        loop {
+            let h = history_page(&broker, "alice", "bob", 1000).await;
+            if h.len() >= 199 {
+                break h;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let expected: Vec<(u64, String)> = (0..200)
+        .filter(|i| *i != 100)
+        .enumerate()
+        .map(|(n, i)| (n as u64 + 1, format!("burst {i}")))
+        .collect();
+    assert_eq!(got, expected, "source order, sequence numbers without gaps");
+    let letters = consume(
+        &broker.bootstrap(),
+        "chat.dlq",
+        &(0..8).collect::<Vec<_>>(),
+        1,
+        10,
+    )
+    .await;
+    let reason = String::from_utf8_lossy(
+        letters[0]
+            .headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == dlq::REASON)
+            .and_then(|h| h.value)
+            .unwrap(),
+    )
+    .into_owned();
+    assert!(reason.contains("MESSAGE_TOO_LARGE"), "{reason}");
+    broker.stop().await;
+}
+
+/// A target that delivers several jobs at once, as the CDC target does, failing the jobs
+/// a test names: per job, how many times it fails before it succeeds (`u32::MAX`: always,
+/// as a permanent failure).
+#[derive(Debug, Default)]
+struct Batched {
+    failures: Mutex<BTreeMap<String, u32>>,
+    /// The jobs of each `deliver_all` call.
+    calls: Mutex<Vec<Vec<String>>>,
+    delivered: Mutex<Vec<String>>,
+}
+
+impl Target for Batched {
+    type Job = String;
+
+    fn name(&self) -> &str {
+        "batched"
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec!["jobs".into()]
+    }
+
+    fn start_from(&self) -> StartFrom {
+        StartFrom::Earliest
+    }
+
+    fn plan(&self, record: &Consumed) -> Plan<String> {
+        let job = String::from_utf8_lossy(record.record.value.as_deref().unwrap_or_default())
+            .into_owned();
+        Plan::Deliver {
+            order_key: "one key".into(),
+            dedup: None,
+            job,
+        }
+    }
+
+    fn deliver<'a>(&'a self, _job: &'a String) -> BoxFuture<'a, Result<Outcome, Failure>> {
+        Box::pin(async { panic!("a batchable job goes through deliver_all") })
+    }
+
+    fn deliver_all<'a>(
+        &'a self,
+        jobs: &'a [&'a String],
+    ) -> BoxFuture<'a, (Vec<Outcome>, Option<Failure>)> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(jobs.iter().map(|j| j.to_string()).collect());
+            if jobs[0] == "job 1" {
+                // Slow, so the rest queue up behind it meanwhile.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let mut outcomes = Vec::new();
+            for job in jobs {
+                let mut failures = self.failures.lock().unwrap();
+                match failures.get_mut(job.as_str()) {
+                    Some(&mut u32::MAX) => {
+                        return (outcomes, Some(Failure::Permanent(format!("{job} is bad"))))
+                    }
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        return (outcomes, Some(Failure::Retry(format!("{job} failed"))));
+                    }
+                    _ => {}
+                }
+                self.delivered.lock().unwrap().push(job.to_string());
+                outcomes.push(Outcome::Delivered);
+            }
+            (outcomes, None)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_of_a_key_are_delivered_together_in_order_with_retries_and_dead_letters() {
+    let broker = TestBroker::start().await;
+    let log: Arc<dyn Log> = Arc::new(chorus_broker::embedded::EmbeddedLog::new(
+        broker.server.as_ref().unwrap().broker.clone(),
+    ));
+    log.ensure_topic(&chorus_chat::log::TopicSpec {
+        name: "jobs".into(),
+        partitions: 1,
+        configs: vec![],
+    })
+    .await
+    .unwrap();
+    let target = Arc::new(Batched {
+        failures: Mutex::new([("job 4".to_string(), 2), ("job 6".to_string(), u32::MAX)].into()),
+        ..Batched::default()
+    });
+    let running = forward::start(target.clone(), shared(log.clone()).await, fast_retries());
+    let jobs: Vec<String> = (1..=10).map(|i| format!("job {i}")).collect();
+    let refs: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    append(log.as_ref(), "jobs", &refs).await;
+    within(10, async {
+        while committed(&broker, "chorus.batched", "jobs").await != Some(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let delivered = target.delivered.lock().unwrap().clone();
+    let expected: Vec<String> = jobs.iter().filter(|j| *j != "job 6").cloned().collect();
+    assert_eq!(
+        delivered, expected,
+        "each once, in order, around the bad one"
+    );
+    // Jobs 2..10 queued behind job 1 and went together. After a failure the next call
+    // starts at the job that failed (job 4, twice); a permanent failure (job 6) is
+    // dead-lettered at once and the call after it starts at job 7.
+    let calls = target.calls.lock().unwrap().clone();
+    let from = |i: usize| jobs[i - 1..].to_vec();
+    assert_eq!(
+        calls,
+        [vec![jobs[0].clone()], from(2), from(4), from(4), from(7)]
+    );
+    assert_eq!(running.metrics.delivered.load(Ordering::Relaxed), 9);
+    assert_eq!(running.metrics.retries.load(Ordering::Relaxed), 2);
+    assert_eq!(running.metrics.dead_lettered.load(Ordering::Relaxed), 1);
+    let letters = log
+        .read("test.dlq", 0, 0, 1 << 20, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].record.value.as_deref(), Some(&b"job 6"[..]));
+    running.stop(Duration::from_secs(5)).await;
     broker.stop().await;
 }
 
@@ -799,5 +1012,88 @@ async fn a_job_still_retrying_is_not_committed_and_runs_again_after_a_restart() 
     assert_eq!(*second.delivered.lock().unwrap(), ["stuck:1"]);
     assert_eq!(second.calls.load(Ordering::Relaxed), 1);
     running.stop(Duration::from_secs(5)).await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_notifications_share_appends_and_each_id_is_written_once() {
+    let broker = TestBroker::start().await;
+    let log: Arc<dyn Log> = Arc::new(chorus_broker::embedded::EmbeddedLog::new(
+        broker.server.as_ref().unwrap().broker.clone(),
+    ));
+    let spec = chorus_chat::log::TopicSpec {
+        name: "test.notifications".into(),
+        partitions: 2,
+        configs: vec![],
+    };
+    let store = Arc::new(
+        chorus_chat::notifications::NotificationStore::open(log.clone(), &spec)
+            .await
+            .unwrap(),
+    );
+    // 10 ids sent 5 times each, all at once, and 10 notifications without an id. An id
+    // counts per user: id-0..id-4 go to user0..user4, and id-5..id-9 to those users again.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = format!("user{}", i % 5);
+            let id = (i < 50).then(|| format!("id-{}", i % 10));
+            let answer = store
+                .notify(
+                    &user,
+                    "purchase",
+                    json!({"n": i}),
+                    id.as_deref(),
+                    chorus_chat::now_ms(),
+                )
+                .await
+                .unwrap();
+            (id, answer)
+        }));
+    }
+    let mut by_id: BTreeMap<String, Vec<(i64, bool)>> = BTreeMap::new();
+    let mut without_id = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (Some(id), answer) => by_id.entry(id).or_default().push(answer),
+            (None, (offset, repeated)) => {
+                assert!(!repeated);
+                without_id.push(offset);
+            }
+        }
+    }
+    for (id, answers) in &by_id {
+        let first = answers.iter().filter(|(_, repeated)| !repeated).count();
+        assert_eq!(first, 1, "{id}: one send appends, the others are repeats");
+        assert!(
+            answers.iter().all(|(o, _)| *o == answers[0].0),
+            "{id}: every send is answered with the one offset: {answers:?}"
+        );
+    }
+    let mut total = 0;
+    for p in 0..2 {
+        let (start, end) = log.offsets("test.notifications", p).await.unwrap();
+        total += end - start;
+    }
+    assert_eq!(
+        total,
+        10 + 10,
+        "one record per id, one per notification without"
+    );
+    // The same id for two users is two notifications.
+    for user in ["user0", "user1"] {
+        let (_, repeated) = store
+            .notify(
+                user,
+                "purchase",
+                json!({}),
+                Some("shared"),
+                chorus_chat::now_ms(),
+            )
+            .await
+            .unwrap();
+        assert!(!repeated, "{user}");
+    }
     broker.stop().await;
 }

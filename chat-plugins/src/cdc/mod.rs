@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::error::ChatError;
 use crate::forward::{Failure, Outcome, Plan, Target};
 use crate::log::{BoxFuture, Consumed, StartFrom};
-use crate::Chat;
+use crate::{now_ms, Chat};
 use envelope::Change;
 pub use mapping::{CdcMapping, Kind, Output};
 
@@ -90,6 +90,41 @@ impl Target for CdcTarget {
                 job: output,
             },
         }
+    }
+
+    /// The messages at the front go to the log in one append (all or none); a
+    /// notification goes alone.
+    fn deliver_all<'a>(
+        &'a self,
+        jobs: &'a [&'a Output],
+    ) -> BoxFuture<'a, (Vec<Outcome>, Option<Failure>)> {
+        Box::pin(async move {
+            let mut drafts = Vec::new();
+            for job in jobs {
+                let Output::Message(draft) = job else {
+                    break;
+                };
+                if let Err(e) = self.chat.check(draft).await {
+                    if drafts.is_empty() {
+                        return (Vec::new(), Some(failure(e)));
+                    }
+                    // The ones before it go now; it fails on its own next time.
+                    break;
+                }
+                drafts.push(draft.clone());
+            }
+            if drafts.is_empty() {
+                return match self.deliver(jobs[0]).await {
+                    Ok(outcome) => (vec![outcome], None),
+                    Err(f) => (Vec::new(), Some(f)),
+                };
+            }
+            let n = drafts.len();
+            match self.chat.messages.send_all(drafts, now_ms()).await {
+                Ok(_) => (vec![Outcome::Delivered; n], None),
+                Err(e) => (Vec::new(), Some(failure(e))),
+            }
+        })
     }
 
     fn deliver<'a>(&'a self, job: &'a Output) -> BoxFuture<'a, Result<Outcome, Failure>> {

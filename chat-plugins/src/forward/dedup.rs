@@ -4,6 +4,9 @@
 //! A record's key is `target/key`, its value `{"expires_at": ms}`. Expired entries are
 //! swept from memory and tombstoned, so compaction removes them from the topic too.
 //!
+//! Marks and tombstones are group-committed ([`crate::group_commit`]): concurrent
+//! deliveries share one durable append per partition.
+//!
 //! When other processes write the topic too (gateways sharing a cluster, which take over
 //! each other's partitions of a target's group), [`DedupStore::follow`] merges their marks
 //! as they arrive: the later expiry wins, and a tombstone removes only an expired entry.
@@ -14,8 +17,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
-use crate::log::{partition_for_key, Consumed, Log, Record, Result, TopicSpec};
+use crate::group_commit::GroupQueue;
+use crate::log::{partition_for_key, Consumed, Log, LogError, Record, Result, TopicSpec};
 use crate::scan::{follow_next, scan_partition};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,6 +37,51 @@ pub struct DedupStore {
     entries: Mutex<HashMap<String, i64>>,
     /// Per partition, where loading stopped (a follower continues there).
     loaded_to: Vec<i64>,
+    writes: Arc<Writes>,
+}
+
+/// A record waiting for its partition's writer.
+#[derive(Debug)]
+struct Pending {
+    record: Record,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// The group commit of the store's records.
+#[derive(Debug)]
+struct Writes {
+    log: Arc<dyn Log>,
+    topic: String,
+    queued: GroupQueue<Pending>,
+}
+
+impl Writes {
+    async fn write_queued(self: Arc<Self>, partition: i32) {
+        let _turn = self.queued.turn(partition).await;
+        loop {
+            let batch = self.queued.next_batch(partition, |p| {
+                p.record.key.as_ref().map_or(0, |k| k.len()) + 64
+            });
+            if batch.is_empty() {
+                return;
+            }
+            let (records, replies): (Vec<Record>, Vec<_>) =
+                batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+            match self.log.append(&self.topic, partition, records).await {
+                Ok(_) => {
+                    for reply in replies {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(LogError::Backend(text.clone().into())));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A record's `target/key` and its expiry (`None`: a tombstone); `None` when the key is
@@ -81,11 +131,16 @@ impl DedupStore {
         }
         entries.retain(|_, expires| *expires > now_ms);
         Ok(DedupStore {
-            log,
             topic: topic.to_string(),
             partitions,
             entries: Mutex::new(entries),
             loaded_to,
+            writes: Arc::new(Writes {
+                log: log.clone(),
+                topic: topic.to_string(),
+                queued: GroupQueue::new(partitions),
+            }),
+            log,
         })
     }
 
@@ -134,7 +189,8 @@ impl DedupStore {
         let full = full_key(target, key);
         let expires_at = now_ms + ttl.as_millis() as i64;
         let value = serde_json::to_vec(&Entry { expires_at }).expect("entries serialize");
-        self.append(&full, Some(Bytes::from(value)), now_ms).await?;
+        self.append(vec![(full.clone(), Some(Bytes::from(value)))], now_ms)
+            .await?;
         let mut entries = self.entries.lock().expect("dedup lock");
         let e = entries.entry(full).or_insert(expires_at);
         // Another gateway may have recorded a later expiry meanwhile.
@@ -156,10 +212,10 @@ impl DedupStore {
             }
             keys
         };
-        for key in &expired {
-            self.append(key, None, now_ms).await?;
-        }
-        Ok(expired.len())
+        let count = expired.len();
+        self.append(expired.into_iter().map(|k| (k, None)).collect(), now_ms)
+            .await?;
+        Ok(count)
     }
 
     /// Live entries (for metrics and tests).
@@ -171,17 +227,33 @@ impl DedupStore {
         self.len() == 0
     }
 
-    async fn append(&self, key: &str, value: Option<Bytes>, now_ms: i64) -> Result<()> {
-        let partition = partition_for_key(key.as_bytes(), self.partitions);
-        let record = Record {
-            key: Some(Bytes::copy_from_slice(key.as_bytes())),
-            value,
-            headers: Vec::new(),
-            timestamp_ms: now_ms,
-        };
-        self.log
-            .append(&self.topic, partition, vec![record])
-            .await?;
+    /// Appends a record per (key, value) and waits until all are durable.
+    async fn append(&self, writes: Vec<(String, Option<Bytes>)>, now_ms: i64) -> Result<()> {
+        let mut answers = Vec::with_capacity(writes.len());
+        let mut touched = Vec::new();
+        for (key, value) in writes {
+            let partition = partition_for_key(key.as_bytes(), self.partitions);
+            let (reply, answer) = oneshot::channel();
+            let record = Record {
+                key: Some(Bytes::from(key)),
+                value,
+                headers: Vec::new(),
+                timestamp_ms: now_ms,
+            };
+            self.writes
+                .queued
+                .push(partition, vec![Pending { record, reply }]);
+            answers.push(answer);
+            if !touched.contains(&partition) {
+                touched.push(partition);
+            }
+        }
+        for partition in touched {
+            tokio::spawn(self.writes.clone().write_queued(partition));
+        }
+        for answer in answers {
+            answer.await.unwrap_or(Err(LogError::ShuttingDown))?;
+        }
         Ok(())
     }
 }

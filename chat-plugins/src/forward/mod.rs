@@ -4,8 +4,10 @@
 //! For every record the target makes a plan: nothing to do, a job, or a rejection (straight
 //! to the dead-letter topic). Jobs with the same ordering key (a conversation, a user) run
 //! one after another; different keys run at once, so one conversation that is retrying does
-//! not hold up the others. A job whose dedup key the target delivered within its TTL is
-//! skipped. A failed delivery is retried with exponential backoff; after the last retry the
+//! not hold up the others. Jobs that queued up behind a key are handed to the target
+//! together ([`Target::deliver_all`]), so a busy conversation costs one durable append per
+//! round rather than one per record. A job whose dedup key the target delivered within
+//! its TTL is skipped. A failed delivery is retried with exponential backoff; after the last retry the
 //! record goes to the dead-letter topic with the reason. Offsets are committed only below
 //! the oldest record not yet delivered or dead-lettered, so a crash re-delivers rather than
 //! loses, and the dedup store keeps the re-delivery from repeating what was done.
@@ -40,6 +42,9 @@ const POLL_WAIT: Duration = Duration::from_millis(200);
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// Pause before rejoining after the group refused us, or re-polling after a failed poll.
 const REJOIN_PAUSE: Duration = Duration::from_millis(500);
+/// Most jobs of one key handed to [`Target::deliver_all`] at once (64 chat messages at
+/// their 10 KiB limit stay well inside one append's 1 MiB).
+const KEY_BATCH: usize = 64;
 
 /// What a target does with one record.
 #[derive(Debug)]
@@ -93,6 +98,28 @@ pub trait Target: Send + Sync + 'static {
 
     /// Delivers one job. A partial delivery is a failure: the whole job is retried.
     fn deliver<'a>(&'a self, job: &'a Self::Job) -> BoxFuture<'a, Result<Outcome, Failure>>;
+
+    /// Delivers jobs of one ordering key, in order, stopping at the first failure. Returns
+    /// the outcomes of the jobs delivered (a prefix of `jobs`, at least one unless it
+    /// failed) and, when it failed, why the job after them failed. Jobs after that are not
+    /// attempted, and a short prefix without a failure is fine: the forwarder hands over
+    /// the rest again. The default delivers one at a time; a target that can write several
+    /// jobs at once (in one append) overrides it.
+    fn deliver_all<'a>(
+        &'a self,
+        jobs: &'a [&'a Self::Job],
+    ) -> BoxFuture<'a, (Vec<Outcome>, Option<Failure>)> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                match self.deliver(job).await {
+                    Ok(outcome) => outcomes.push(outcome),
+                    Err(failure) => return (outcomes, Some(failure)),
+                }
+            }
+            (outcomes, None)
+        })
+    }
 
     /// Called after a job was dead-lettered (chat delivery tells the affected clients to
     /// reconnect and catch up from history).
@@ -167,6 +194,36 @@ impl<J> Item<J> {
             Plan::Skip | Plan::Reject(_) => None,
         }
     }
+
+    /// Whether it may be delivered together with others of its key: one with a dedup key
+    /// must see the marks of those before it, so it goes alone.
+    fn batchable(&self) -> bool {
+        matches!(self.plan, Plan::Deliver { dedup: None, .. })
+    }
+
+    fn done(&self) -> Done {
+        Done {
+            topic: self.record.topic.clone(),
+            partition: self.record.partition,
+            offset: self.record.offset,
+        }
+    }
+}
+
+/// The jobs at the front of a key's queue that go together: one that is not batchable,
+/// or a run of batchable ones up to [`KEY_BATCH`] (those always go through
+/// [`Target::deliver_all`]).
+fn take_next<J>(waiting: &mut VecDeque<Item<J>>) -> Vec<Item<J>> {
+    let mut out: Vec<Item<J>> = Vec::new();
+    while let Some(next) = waiting.front() {
+        if let Some(first) = out.first() {
+            if !first.batchable() || !next.batchable() || out.len() >= KEY_BATCH {
+                break;
+            }
+        }
+        out.extend(waiting.pop_front());
+    }
+    out
 }
 
 /// A job finished (delivered, skipped as a duplicate, or dead-lettered).
@@ -336,6 +393,14 @@ fn schedule<T: Target>(
 /// once whatever the poll loop is doing.
 type Queues<J> = Arc<Mutex<HashMap<String, VecDeque<Item<J>>>>>;
 
+/// What follows a failed delivery attempt.
+enum AfterFailure {
+    TryAgain,
+    DeadLetter(String),
+    /// The forwarder stopped during the backoff.
+    Stopping,
+}
+
 /// Runs jobs: dedup check, delivery with retries, dead letters.
 struct Worker<T: Target> {
     target: Arc<T>,
@@ -366,33 +431,111 @@ impl<T: Target> Worker<T> {
     fn spawn(&self, item: Item<T::Job>) {
         let mut worker = self.clone();
         tokio::spawn(async move {
-            let mut item = item;
+            let mut items = vec![item];
             loop {
-                let done = Done {
-                    topic: item.record.topic.clone(),
-                    partition: item.record.partition,
-                    offset: item.record.offset,
-                };
-                let key = item.order_key().map(str::to_string);
-                // Abandoned when stopping: the offset stays uncommitted and the next run
-                // delivers it.
-                if !worker.process(item).await {
+                let key = items[0].order_key().map(str::to_string);
+                // Abandoned when stopping: the offsets stay uncommitted and the next run
+                // delivers them.
+                if !worker.process_all(items).await {
                     return;
                 }
-                let _ = worker.done_tx.send(done);
                 let Some(key) = key else {
                     return;
                 };
                 let mut queues = worker.queues.lock().expect("queues lock");
-                match queues.get_mut(&key).and_then(VecDeque::pop_front) {
-                    Some(next) => item = next,
-                    None => {
-                        queues.remove(&key);
-                        return;
-                    }
+                items = queues.get_mut(&key).map(take_next).unwrap_or_default();
+                if items.is_empty() {
+                    queues.remove(&key);
+                    return;
                 }
             }
         });
+    }
+
+    /// Handles `items` (one, or batchable jobs of one key) and reports each as done;
+    /// false when abandoned because the forwarder is stopping.
+    async fn process_all(&mut self, mut items: Vec<Item<T::Job>>) -> bool {
+        if items.len() == 1 && !items[0].batchable() {
+            let item = items.pop().expect("one item");
+            let done = item.done();
+            if !self.process(item).await {
+                return false;
+            }
+            let _ = self.done_tx.send(done);
+            return true;
+        }
+        let mut records = Vec::with_capacity(items.len());
+        let mut jobs = Vec::with_capacity(items.len());
+        for item in items {
+            if let Plan::Deliver { job, .. } = item.plan {
+                records.push(item.record);
+                jobs.push(job);
+            }
+        }
+        let done = |r: &Consumed| Done {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+        };
+        let mut start = 0;
+        // Attempts at jobs[start].
+        let mut attempts = 0;
+        while start < jobs.len() {
+            attempts += 1;
+            let (mut outcomes, failure) = {
+                let refs: Vec<&T::Job> = jobs[start..].iter().collect();
+                self.target.deliver_all(&refs).await
+            };
+            outcomes.truncate(jobs.len() - start);
+            if !outcomes.is_empty() {
+                attempts = 1;
+            }
+            for outcome in &outcomes {
+                let counter = match outcome {
+                    Outcome::Delivered => &self.metrics.delivered,
+                    Outcome::NotNeeded => &self.metrics.skipped,
+                };
+                ForwardMetrics::inc(counter);
+                let _ = self.done_tx.send(done(&records[start]));
+                start += 1;
+            }
+            let failure = match failure {
+                Some(f) => f,
+                None if !outcomes.is_empty() || start >= jobs.len() => continue,
+                None => Failure::Retry("the target delivered none of the jobs".into()),
+            };
+            let reason = match self.after_failure(failure, attempts).await {
+                AfterFailure::TryAgain => continue,
+                AfterFailure::Stopping => return false,
+                AfterFailure::DeadLetter(reason) => reason,
+            };
+            if !self.dead_letter(&records[start], &reason, attempts).await {
+                return false;
+            }
+            self.target.dead_lettered(&jobs[start]);
+            let _ = self.done_tx.send(done(&records[start]));
+            start += 1;
+            attempts = 0;
+        }
+        true
+    }
+
+    /// Decides what follows a failed attempt (the `attempts`-th) and waits out the backoff
+    /// when it is to be tried again.
+    async fn after_failure(&mut self, failure: Failure, attempts: u32) -> AfterFailure {
+        match failure {
+            Failure::Permanent(reason) => AfterFailure::DeadLetter(reason),
+            Failure::Retry(reason) if attempts <= self.policy.retries => {
+                ForwardMetrics::inc(&self.metrics.retries);
+                tracing::debug!(target = self.target.name(), attempts, %reason, "delivery failed; retrying");
+                if pause_or_stop(&mut self.stop, self.policy.backoff(attempts)).await {
+                    AfterFailure::Stopping
+                } else {
+                    AfterFailure::TryAgain
+                }
+            }
+            Failure::Retry(reason) => AfterFailure::DeadLetter(reason),
+        }
     }
 
     /// Handles one item; false when it was abandoned because the forwarder is stopping.
@@ -420,17 +563,10 @@ impl<T: Target> Worker<T> {
                 }
                 Err(f) => f,
             };
-            let reason = match failure {
-                Failure::Permanent(reason) => reason,
-                Failure::Retry(reason) if attempts <= self.policy.retries => {
-                    ForwardMetrics::inc(&self.metrics.retries);
-                    tracing::debug!(target = %name, attempts, %reason, "delivery failed; retrying");
-                    if pause_or_stop(&mut self.stop, self.policy.backoff(attempts)).await {
-                        return false;
-                    }
-                    continue;
-                }
-                Failure::Retry(reason) => reason,
+            let reason = match self.after_failure(failure, attempts).await {
+                AfterFailure::TryAgain => continue,
+                AfterFailure::Stopping => return false,
+                AfterFailure::DeadLetter(reason) => reason,
             };
             let dead = self.dead_letter(&item.record, &reason, attempts).await;
             if dead {

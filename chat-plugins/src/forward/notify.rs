@@ -116,7 +116,9 @@ impl Target for ChatNotifier {
             _ => Vec::new(),
         };
         users.retain(|u| *u != message.sender_id);
-        if users.is_empty() {
+        // Everyone is receiving the conversation right now (the common case): nothing to
+        // queue. Whoever is not is checked again when the job runs.
+        if self.gateway.not_receiving(&users, &conversation).is_empty() {
             return Plan::Skip;
         }
         Plan::Deliver {
