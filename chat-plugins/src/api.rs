@@ -163,12 +163,12 @@ impl Chat {
         let (message, repeated) = self.send(draft).await?;
         Ok(HttpResponse::ok(
             if repeated { 200 } else { 201 },
-            message.receipt(),
+            message.to_json(),
         ))
     }
 
     /// Checks a draft and appends it: the path HTTP and WebSocket sends share.
-    pub async fn send(&self, draft: Draft) -> Result<(crate::event::StoredMessage, bool)> {
+    pub async fn send(&self, draft: Draft) -> Result<(crate::messages::Receipt, bool)> {
         self.check(&draft).await?;
         self.messages.send(draft, now_ms()).await
     }

@@ -57,21 +57,6 @@ impl StoredMessage {
         }
         frame
     }
-
-    /// What a send is answered with (HTTP body, and the WebSocket `ack` without `type`).
-    pub fn receipt(&self) -> Value {
-        let mut receipt = json!({
-            "msg_id": self.msg_id,
-            "sequence_number": self.sequence_number,
-            "timestamp": self.timestamp,
-        });
-        match (&self.stream_id, &self.group_id) {
-            (Some(s), _) => receipt["stream_id"] = json!(s),
-            (_, Some(g)) => receipt["group_id"] = json!(g),
-            _ => {}
-        }
-        receipt
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

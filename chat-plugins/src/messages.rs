@@ -1,8 +1,14 @@
 //! The write path: one append per message to `chat.messages`, keyed by conversation, with
 //! the conversation's next sequence number in the record. The log is the only copy; this
 //! store keeps what makes writes and reads cheap (last sequence number per conversation,
-//! the messages by client id for retries, and where each message sits), rebuilt from the
-//! log on start and kept up with it after.
+//! recent client ids for retries, and where each message sits), rebuilt from the log on
+//! start and kept up with it after.
+//!
+//! Retries: a (sender, msg_id) is remembered for an hour of the log's own time (the
+//! records' timestamps) and at most [`MSG_ID_MEMORY`] per partition, so memory stays
+//! bounded and every reader of the log forgets the same ids at the same record. A repeat
+//! within that window is answered with the original's receipt; one after it is a new
+//! message.
 //!
 //! Sequence numbers come from log order: a message's number is its place among the
 //! distinct messages of its conversation in the partition (a record repeating an earlier
@@ -24,11 +30,12 @@
 //! one durable append. [`MessageStore::send_all`] queues several drafts of a conversation
 //! as one group, which is appended whole: all of them are written or none.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::error::{ChatError, Result};
@@ -62,6 +69,35 @@ impl Draft {
     }
 }
 
+/// How long (in the records' own time) a client id is remembered for retries.
+pub const MSG_ID_WINDOW_MS: i64 = 3_600_000;
+/// Most client ids remembered per partition.
+pub const MSG_ID_MEMORY: usize = 200_000;
+
+/// What a sender is told about a message: the HTTP answer, and the WebSocket `ack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub msg_id: String,
+    pub conversation: Conversation,
+    pub sequence_number: u64,
+    pub timestamp: i64,
+}
+
+impl Receipt {
+    pub fn to_json(&self) -> Value {
+        let mut receipt = json!({
+            "msg_id": self.msg_id,
+            "sequence_number": self.sequence_number,
+            "timestamp": self.timestamp,
+        });
+        match &self.conversation {
+            Conversation::Stream(s) => receipt["stream_id"] = json!(s),
+            Conversation::Group(g) => receipt["group_id"] = json!(g),
+        }
+        receipt
+    }
+}
+
 /// Where a message sits.
 #[derive(Debug, Clone, Copy)]
 struct Placed {
@@ -69,14 +105,29 @@ struct Placed {
     offset: i64,
 }
 
+/// A remembered message, for answering a retry of its msg_id.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    sequence_number: u64,
+    offset: i64,
+    timestamp: i64,
+}
+
+/// (sender, msg_id).
+type ClientId = (String, String);
+
 /// What the store knows of one partition.
 #[derive(Debug, Default)]
 struct Shard {
     /// Every record below this offset has been taken in.
     applied_end: i64,
     last_seq: HashMap<Conversation, u64>,
-    /// (sender, msg_id) -> the message and its offset, so a retry gets the original back.
-    by_client_id: HashMap<(String, String), (StoredMessage, i64)>,
+    /// Recent messages by client id, so a retry gets the original back.
+    by_client_id: HashMap<ClientId, Sent>,
+    /// Those client ids in the order they were taken in, to forget the oldest first.
+    remembered: VecDeque<ClientId>,
+    /// The newest message timestamp taken in (the log's clock for forgetting).
+    newest: i64,
     placed: HashMap<Conversation, Vec<Placed>>,
     /// Stream id -> its two users (who may read its history).
     parties: HashMap<String, (String, String)>,
@@ -92,11 +143,15 @@ impl Shard {
     /// message at all).
     fn follow(&mut self, offset: i64, message: Option<StoredMessage>) -> Option<StoredMessage> {
         if offset < self.applied_end {
-            let m = message?;
-            return match self.by_client_id.get(&(m.sender_id, m.msg_id)) {
-                Some((original, at)) if *at == offset => Some(original.clone()),
-                _ => None,
-            };
+            let mut m = message?;
+            let sent = self
+                .by_client_id
+                .get(&(m.sender_id.clone(), m.msg_id.clone()))?;
+            if sent.offset != offset {
+                return None;
+            }
+            m.sequence_number = sent.sequence_number;
+            return Some(m);
         }
         self.applied_end = offset + 1;
         let mut m = message?;
@@ -117,8 +172,44 @@ impl Shard {
                 .entry(s.clone())
                 .or_insert_with(|| (m.sender_id.clone(), r.clone()));
         }
-        self.by_client_id.insert(client_id, (m.clone(), offset));
+        self.remember(client_id, m.sequence_number, offset, m.timestamp);
         Some(m)
+    }
+
+    /// Remembers a message's client id, forgetting those that fell out of the window.
+    fn remember(&mut self, client_id: ClientId, sequence_number: u64, offset: i64, timestamp: i64) {
+        self.newest = self.newest.max(timestamp);
+        self.by_client_id.insert(
+            client_id.clone(),
+            Sent {
+                sequence_number,
+                offset,
+                timestamp,
+            },
+        );
+        self.remembered.push_back(client_id);
+        while let Some(oldest) = self.remembered.front() {
+            let expired = self
+                .by_client_id
+                .get(oldest)
+                .is_none_or(|s| s.timestamp < self.newest - MSG_ID_WINDOW_MS);
+            if !expired && self.remembered.len() <= MSG_ID_MEMORY {
+                break;
+            }
+            if let Some(gone) = self.remembered.pop_front() {
+                self.by_client_id.remove(&gone);
+            }
+        }
+    }
+
+    /// The receipt of the remembered message with `client_id` in `conversation`.
+    fn receipt(&self, client_id: &ClientId, conversation: &Conversation) -> Option<Receipt> {
+        self.by_client_id.get(client_id).map(|s| Receipt {
+            msg_id: client_id.1.clone(),
+            conversation: conversation.clone(),
+            sequence_number: s.sequence_number,
+            timestamp: s.timestamp,
+        })
     }
 }
 
@@ -131,7 +222,7 @@ fn parse(c: &Consumed) -> Option<StoredMessage> {
 }
 
 /// Where a queued send gets its answer.
-type Reply = oneshot::Sender<Result<(StoredMessage, bool)>>;
+type Reply = oneshot::Sender<Result<(Receipt, bool)>>;
 
 /// A draft waiting for its partition's writer.
 #[derive(Debug)]
@@ -230,8 +321,8 @@ impl Inner {
             let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
             for q in batch {
                 let client_id = (q.draft.sender_id.clone(), q.draft.msg_id.clone());
-                if let Some((original, _)) = shard.by_client_id.get(&client_id) {
-                    let _ = q.reply.send(Ok((original.clone(), true)));
+                if let Some(original) = shard.receipt(&client_id, &q.draft.conversation()) {
+                    let _ = q.reply.send(Ok((original, true)));
                     continue;
                 }
                 if let Some(&i) = in_batch.get(&client_id) {
@@ -286,20 +377,34 @@ impl Inner {
         }
         // Answer with each message as the log numbered it; one that lost to an earlier
         // record with the same msg_id (from another writer) is answered as a repeat.
-        let answers: Vec<(StoredMessage, bool)> = {
+        let answers: Vec<(Receipt, bool)> = {
             let shard = self.shard(partition);
             fresh
                 .iter()
-                .map(|(ours, _)| {
+                .zip(&appended.offsets)
+                .map(|((ours, _), offset)| {
                     let key = (ours.sender_id.clone(), ours.msg_id.clone());
+                    let conversation = ours.conversation().expect("drafts have a conversation");
                     match shard.by_client_id.get(&key) {
-                        Some((m, at)) => {
-                            let same = (base..=last).contains(at)
-                                && m.timestamp == ours.timestamp
-                                && m.content == ours.content;
-                            (m.clone(), !same)
-                        }
-                        None => (ours.clone(), false),
+                        Some(sent) => (
+                            Receipt {
+                                msg_id: ours.msg_id.clone(),
+                                conversation,
+                                sequence_number: sent.sequence_number,
+                                timestamp: sent.timestamp,
+                            },
+                            sent.offset != *offset,
+                        ),
+                        // Only if the window forgot it already: answer with what we wrote.
+                        None => (
+                            Receipt {
+                                msg_id: ours.msg_id.clone(),
+                                conversation,
+                                sequence_number: ours.sequence_number,
+                                timestamp: ours.timestamp,
+                            },
+                            false,
+                        ),
                     }
                 })
                 .collect()
@@ -415,7 +520,7 @@ impl MessageStore {
 
     /// Appends `draft` as the conversation's next message, or returns the message an
     /// earlier send with the same sender and msg_id made (`true`: it was a repeat).
-    pub async fn send(&self, draft: Draft, now_ms: i64) -> Result<(StoredMessage, bool)> {
+    pub async fn send(&self, draft: Draft, now_ms: i64) -> Result<(Receipt, bool)> {
         self.send_all(vec![draft], now_ms)
             .await?
             .pop()
@@ -425,11 +530,7 @@ impl MessageStore {
     /// Sends `drafts` in order, as [`MessageStore::send`] does each. The drafts of one
     /// partition (those of one conversation always are) are appended together: either all
     /// of them are written or none, and an error is returned.
-    pub async fn send_all(
-        &self,
-        drafts: Vec<Draft>,
-        now_ms: i64,
-    ) -> Result<Vec<(StoredMessage, bool)>> {
+    pub async fn send_all(&self, drafts: Vec<Draft>, now_ms: i64) -> Result<Vec<(Receipt, bool)>> {
         let mut groups: HashMap<i32, Vec<Queued>> = HashMap::new();
         let mut answers = Vec::with_capacity(drafts.len());
         for draft in drafts {
@@ -514,5 +615,67 @@ impl MessageStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(sender: &str, msg_id: &str, timestamp: i64) -> StoredMessage {
+        StoredMessage {
+            msg_id: msg_id.into(),
+            sender_id: sender.into(),
+            receiver_id: Some("bob".into()),
+            group_id: None,
+            stream_id: Some(stream_id(sender, "bob")),
+            content: "hi".into(),
+            timestamp,
+            sequence_number: 0,
+        }
+    }
+
+    #[test]
+    fn a_repeated_msg_id_is_not_a_new_message_within_the_window_only() {
+        let mut shard = Shard::default();
+        let first = shard.follow(0, Some(message("alice", "m1", 1_000)));
+        assert_eq!(first.map(|m| m.sequence_number), Some(1));
+        assert!(shard
+            .follow(1, Some(message("alice", "m1", 2_000)))
+            .is_none());
+        // Another sender's m1 is its own message.
+        assert!(shard
+            .follow(2, Some(message("carol", "m1", 2_000)))
+            .is_some());
+        // The log's clock moves past the window: m1 is forgotten, and a record repeating
+        // it now is a new message (every reader of the log decides the same way).
+        let later = 1_000 + MSG_ID_WINDOW_MS + 1;
+        assert!(shard
+            .follow(3, Some(message("alice", "m2", later)))
+            .is_some());
+        assert!(!shard
+            .by_client_id
+            .contains_key(&("alice".into(), "m1".into())));
+        let again = shard.follow(4, Some(message("alice", "m1", later)));
+        assert_eq!(again.map(|m| m.sequence_number), Some(3));
+        // A record taken in before is looked up with its derived number.
+        let seen = shard.follow(3, Some(message("alice", "m2", later)));
+        assert_eq!(seen.map(|m| m.sequence_number), Some(2));
+    }
+
+    #[test]
+    fn at_most_msg_id_memory_client_ids_are_remembered() {
+        let mut shard = Shard::default();
+        for i in 0..MSG_ID_MEMORY as i64 + 10 {
+            shard.follow(i, Some(message("alice", &i.to_string(), 1_000)));
+        }
+        assert_eq!(shard.by_client_id.len(), MSG_ID_MEMORY);
+        assert_eq!(shard.remembered.len(), MSG_ID_MEMORY);
+        assert!(!shard
+            .by_client_id
+            .contains_key(&("alice".into(), "9".into())));
+        assert!(shard
+            .by_client_id
+            .contains_key(&("alice".into(), "10".into())));
     }
 }

@@ -265,7 +265,7 @@ impl Session<'_> {
                     .to_string();
                 match self.send(&frame, &msg_id).await {
                     Ok(m) => {
-                        let mut ack = m.receipt();
+                        let mut ack = m.to_json();
                         ack["type"] = json!("ack");
                         out.push(ack.to_string().into());
                     }
@@ -327,7 +327,7 @@ impl Session<'_> {
         &mut self,
         frame: &Map<String, Value>,
         msg_id: &str,
-    ) -> Result<StoredMessage, ChatError> {
+    ) -> Result<crate::messages::Receipt, ChatError> {
         if msg_id.is_empty() {
             return Err(ChatError::InvalidMessage("send_msg needs msg_id"));
         }
