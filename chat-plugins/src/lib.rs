@@ -9,10 +9,11 @@
 //! path: sequence numbers, retries by msg_id, history), `membership` (group members from
 //! `chat.membership`), `api` (the HTTP API, independent of any HTTP server), `config`,
 //! `error` (the protocol's error codes), `gateway` (the WebSocket gateway and its fan-out),
-//! `metrics` (what `/metrics` shows), `group_commit` (the stores' batched appends), `notifications` (the notifications topic, once per
-//! id), `forward` (the idempotent forwarder: dedup store, retries, dead letters, and the
-//! chat-notification and e-mail targets), `cdc` (Debezium change events in), `plugins`
-//! (starting the forwarder targets from the `[chat]` configuration).
+//! `metrics` (what `/metrics` shows), `group_commit` (the stores' batched appends),
+//! `notifications` (the notifications topic, once per id and user), `forward` (the
+//! idempotent forwarder: dedup store, retries, dead letters, and the chat-notification and
+//! e-mail targets), `cdc` (Debezium change events in), `plugins` (starting the forwarder
+//! targets from the `[chat]` configuration).
 //!
 //! Invariant: the log is the single source of truth. Every state here is rebuilt from the
 //! chat topics on start, and a write is acknowledged only once its append is durable.
