@@ -14,6 +14,7 @@
 //! partition's turn writes it and the others find the queue empty.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Mutex;
 
 use tokio::sync::{Mutex as TurnLock, MutexGuard};
@@ -50,8 +51,29 @@ impl<Q> GroupQueue<Q> {
 
     /// Waits for `partition`'s writer turn: while it is held, nobody else appends there
     /// from this process.
-    pub async fn turn(&self, partition: i32) -> MutexGuard<'_, ()> {
+    async fn turn(&self, partition: i32) -> MutexGuard<'_, ()> {
         self.turns[partition as usize].lock().await
+    }
+
+    /// Takes `partition`'s writer turn and hands `write` what is queued there, a batch at a
+    /// time, until the queue is empty.
+    pub async fn write_queued<F, Fut>(
+        &self,
+        partition: i32,
+        weight: impl Fn(&Q) -> usize,
+        mut write: F,
+    ) where
+        F: FnMut(Vec<Q>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let _turn = self.turn(partition).await;
+        loop {
+            let batch = self.next_batch(partition, &weight);
+            if batch.is_empty() {
+                return;
+            }
+            write(batch).await;
+        }
     }
 
     /// Takes the next batch queued on `partition`: whole groups, in order, until their

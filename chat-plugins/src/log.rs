@@ -80,6 +80,17 @@ pub struct TopicSpec {
     pub configs: Vec<(String, String)>,
 }
 
+impl TopicSpec {
+    /// A compacted topic (the latest record per key is kept).
+    pub fn compacted(name: &str, partitions: i32) -> TopicSpec {
+        TopicSpec {
+            name: name.to_string(),
+            partitions,
+            configs: vec![("cleanup.policy".into(), "compact".into())],
+        }
+    }
+}
+
 /// Where a group member starts on a partition the group has no committed offset for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartFrom {

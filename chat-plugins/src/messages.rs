@@ -144,12 +144,14 @@ impl Shard {
     fn follow(&mut self, offset: i64, message: Option<StoredMessage>) -> Option<StoredMessage> {
         if offset < self.applied_end {
             let mut m = message?;
-            let sent = self
-                .by_client_id
-                .get(&(m.sender_id.clone(), m.msg_id.clone()))?;
-            if sent.offset != offset {
-                return None;
-            }
+            // Looked up without copying the ids (this is the fan-out's path).
+            let key = (
+                std::mem::take(&mut m.sender_id),
+                std::mem::take(&mut m.msg_id),
+            );
+            let sent = self.by_client_id.get(&key).copied();
+            (m.sender_id, m.msg_id) = key;
+            let sent = sent.filter(|s| s.offset == offset)?;
             m.sequence_number = sent.sequence_number;
             return Some(m);
         }
@@ -267,14 +269,11 @@ impl Inner {
 
     /// Appends what is queued on `partition`, a batch at a time.
     async fn write_queued(self: Arc<Self>, partition: i32) {
-        let _turn = self.queued.turn(partition).await;
-        loop {
-            let batch = self.queued.next_batch(partition, Queued::weight);
-            if batch.is_empty() {
-                return;
-            }
-            self.write_batch(partition, batch).await;
-        }
+        self.queued
+            .write_queued(partition, Queued::weight, |batch| {
+                self.write_batch(partition, batch)
+            })
+            .await;
     }
 
     /// Takes in the log's records of `partition` from where the shard is up to `until`.

@@ -220,14 +220,11 @@ impl Inner {
     }
 
     async fn write_queued(self: Arc<Self>, partition: i32) {
-        let _turn = self.queued.turn(partition).await;
-        loop {
-            let batch = self.queued.next_batch(partition, Pending::weight);
-            if batch.is_empty() {
-                return;
-            }
-            self.write_batch(partition, batch).await;
-        }
+        self.queued
+            .write_queued(partition, Pending::weight, |batch| {
+                self.write_batch(partition, batch)
+            })
+            .await;
     }
 
     async fn write_batch(&self, partition: i32, batch: Vec<Pending>) {

@@ -30,14 +30,12 @@ struct Entry {
 
 #[derive(Debug)]
 pub struct DedupStore {
-    log: Arc<dyn Log>,
-    topic: String,
     partitions: i32,
     /// `target/key` -> expiry in ms since the epoch.
     entries: Mutex<HashMap<String, i64>>,
     /// Per partition, where loading stopped (a follower continues there).
     loaded_to: Vec<i64>,
-    writes: Arc<Writes>,
+    topic: Arc<StoreTopic>,
 }
 
 /// A record waiting for its partition's writer.
@@ -47,37 +45,37 @@ struct Pending {
     reply: oneshot::Sender<Result<()>>,
 }
 
-/// The group commit of the store's records.
+/// The store's topic, and the group commit of its records.
 #[derive(Debug)]
-struct Writes {
+struct StoreTopic {
     log: Arc<dyn Log>,
-    topic: String,
+    name: String,
     queued: GroupQueue<Pending>,
 }
 
-impl Writes {
+impl StoreTopic {
     async fn write_queued(self: Arc<Self>, partition: i32) {
-        let _turn = self.queued.turn(partition).await;
-        loop {
-            let batch = self.queued.next_batch(partition, |p| {
-                p.record.key.as_ref().map_or(0, |k| k.len()) + 64
-            });
-            if batch.is_empty() {
-                return;
-            }
-            let (records, replies): (Vec<Record>, Vec<_>) =
-                batch.into_iter().map(|p| (p.record, p.reply)).unzip();
-            match self.log.append(&self.topic, partition, records).await {
-                Ok(_) => {
-                    for reply in replies {
-                        let _ = reply.send(Ok(()));
-                    }
+        let weight = |p: &Pending| p.record.key.as_ref().map_or(0, |k| k.len()) + 64;
+        self.queued
+            .write_queued(partition, weight, |batch| {
+                self.write_batch(partition, batch)
+            })
+            .await;
+    }
+
+    async fn write_batch(&self, partition: i32, batch: Vec<Pending>) {
+        let (records, replies): (Vec<Record>, Vec<_>) =
+            batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+        match self.log.append(&self.name, partition, records).await {
+            Ok(_) => {
+                for reply in replies {
+                    let _ = reply.send(Ok(()));
                 }
-                Err(e) => {
-                    let text = e.to_string();
-                    for reply in replies {
-                        let _ = reply.send(Err(LogError::Backend(text.clone().into())));
-                    }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(LogError::Backend(text.clone().into())));
                 }
             }
         }
@@ -110,11 +108,7 @@ impl DedupStore {
         now_ms: i64,
     ) -> Result<DedupStore> {
         let partitions = log
-            .ensure_topic(&TopicSpec {
-                name: topic.to_string(),
-                partitions,
-                configs: vec![("cleanup.policy".into(), "compact".into())],
-            })
+            .ensure_topic(&TopicSpec::compacted(topic, partitions))
             .await?;
         let mut entries = HashMap::new();
         let mut loaded_to = Vec::with_capacity(partitions as usize);
@@ -131,16 +125,14 @@ impl DedupStore {
         }
         entries.retain(|_, expires| *expires > now_ms);
         Ok(DedupStore {
-            topic: topic.to_string(),
             partitions,
             entries: Mutex::new(entries),
             loaded_to,
-            writes: Arc::new(Writes {
-                log: log.clone(),
-                topic: topic.to_string(),
+            topic: Arc::new(StoreTopic {
+                log,
+                name: topic.to_string(),
                 queued: GroupQueue::new(partitions),
             }),
-            log,
         })
     }
 
@@ -149,7 +141,13 @@ impl DedupStore {
     pub async fn follow(self: Arc<Self>, partition: i32) {
         let mut offset = self.loaded_to[partition as usize];
         loop {
-            let records = follow_next(self.log.as_ref(), &self.topic, partition, &mut offset).await;
+            let records = follow_next(
+                self.topic.log.as_ref(),
+                &self.topic.name,
+                partition,
+                &mut offset,
+            )
+            .await;
             let now = crate::now_ms();
             let mut entries = self.entries.lock().expect("dedup lock");
             for c in &records {
@@ -240,7 +238,7 @@ impl DedupStore {
                 headers: Vec::new(),
                 timestamp_ms: now_ms,
             };
-            self.writes
+            self.topic
                 .queued
                 .push(partition, vec![Pending { record, reply }]);
             answers.push(answer);
@@ -249,7 +247,7 @@ impl DedupStore {
             }
         }
         for partition in touched {
-            tokio::spawn(self.writes.clone().write_queued(partition));
+            tokio::spawn(self.topic.clone().write_queued(partition));
         }
         for answer in answers {
             answer.await.unwrap_or(Err(LogError::ShuttingDown))?;

@@ -200,14 +200,6 @@ impl<J> Item<J> {
     fn batchable(&self) -> bool {
         matches!(self.plan, Plan::Deliver { dedup: None, .. })
     }
-
-    fn done(&self) -> Done {
-        Done {
-            topic: self.record.topic.clone(),
-            partition: self.record.partition,
-            offset: self.record.offset,
-        }
-    }
 }
 
 /// The jobs at the front of a key's queue that go together: one that is not batchable,
@@ -231,6 +223,16 @@ struct Done {
     topic: String,
     partition: i32,
     offset: i64,
+}
+
+impl Done {
+    fn of(record: &Consumed) -> Done {
+        Done {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+        }
+    }
 }
 
 /// A running forwarder. Dropping the handle does not stop it; [`Running::stop`] does.
@@ -457,7 +459,7 @@ impl<T: Target> Worker<T> {
     async fn process_all(&mut self, mut items: Vec<Item<T::Job>>) -> bool {
         if items.len() == 1 && !items[0].batchable() {
             let item = items.pop().expect("one item");
-            let done = item.done();
+            let done = Done::of(&item.record);
             if !self.process(item).await {
                 return false;
             }
@@ -472,11 +474,7 @@ impl<T: Target> Worker<T> {
                 jobs.push(job);
             }
         }
-        let done = |r: &Consumed| Done {
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-        };
+        let done = Done::of;
         let mut start = 0;
         // Attempts at jobs[start].
         let mut attempts = 0;

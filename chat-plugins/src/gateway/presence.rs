@@ -80,11 +80,7 @@ impl Presence {
         metrics: Arc<Metrics>,
     ) -> crate::log::Result<(Arc<Presence>, mpsc::UnboundedReceiver<String>, Vec<i64>)> {
         let partitions = log
-            .ensure_topic(&TopicSpec {
-                name: topic.to_string(),
-                partitions,
-                configs: vec![("cleanup.policy".into(), "compact".into())],
-            })
+            .ensure_topic(&TopicSpec::compacted(topic, partitions))
             .await?;
         let (changed, queue) = mpsc::unbounded_channel();
         let presence = Arc::new(Presence {
