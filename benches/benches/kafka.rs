@@ -4,18 +4,24 @@
 //! Tables:
 //! 1. Produce throughput for 100 B, 1 KiB and 16 KiB messages, acks=1 and acks=all, 1 and 8
 //!    partitions, and consume throughput for the same sizes: msgs/s and MB/s, as ratios to
-//!    the mock cluster.
+//!    the mock cluster. Produce rows also time `write_all` of the same bytes into a new file
+//!    (no sync): the mock keeps only 5 MiB per partition in memory it reuses, while a real log
+//!    grows the page cache, which on VMs whose free memory goes back to the host costs far
+//!    more once the first few hundred MiB are used.
 //! 2. acks=all with `flush.messages=1` (every acknowledged message is on disk, fsyncs shared
 //!    by group commit) at 1 KiB, against `write_all` + `fdatasync` per 1 MiB.
 //! 3. End-to-end latency (produce call to consumer receipt) at a fixed rate.
 //!
 //! Run: `cargo bench -p chorus-benches --bench kafka` (`CHORUS_BENCH_QUICK=1` for a short
-//! run, `CHORUS_BENCH_ONLY=produce,consume,durable,latency` to pick tables). It builds and starts `target/release/chorus` itself.
+//! run, `CHORUS_BENCH_ONLY=produce,consume,durable,latency` to pick tables,
+//! `CHORUS_BENCH_SIZES=100,1024,16384` to pick message sizes). It builds and starts `target/release/chorus` itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chorus_benches::{fsync_per_mib, median, percentile, print_table, size_label, Chorus};
+use chorus_benches::{
+    fsync_per_mib, median, page_cache_write, percentile, print_table, size_label, Chorus,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -28,6 +34,21 @@ use rdkafka::{ClientContext, Message, TopicPartitionList};
 
 fn quick() -> bool {
     std::env::var_os("CHORUS_BENCH_QUICK").is_some()
+}
+
+/// Message sizes to run (`CHORUS_BENCH_SIZES=16384` picks one row group, for profiling).
+fn sizes() -> Vec<usize> {
+    match std::env::var("CHORUS_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("CHORUS_BENCH_SIZES: comma-separated byte counts")
+            })
+            .collect(),
+        Err(_) => vec![100, 1024, 16 * 1024],
+    }
 }
 
 /// Counts failed deliveries, so a run that lost messages is not reported as fast.
@@ -185,12 +206,14 @@ struct Targets {
 }
 
 fn throughput(t: &Targets) {
+    // Files of the page-cache reference, kept until the table is done (see `page_cache_write`).
+    let scratch = tempfile::tempdir().expect("scratch");
     let mut rows = Vec::new();
-    for size in [100usize, 1024, 16 * 1024] {
+    for (round, size) in sizes().into_iter().enumerate() {
         for acks in ["1", "all"] {
             for partitions in [1, 8] {
                 let n = count_for(size);
-                let topic = format!("produce-{size}-{acks}-{partitions}");
+                let topic = format!("produce-{round}-{size}-{acks}-{partitions}");
                 create_topic(&t.rt, &t.chorus.bootstrap, &topic, partitions, &[]);
                 t.mock
                     .create_topic(&topic, partitions, 1)
@@ -203,7 +226,12 @@ fn throughput(t: &Targets) {
                     partitions,
                     n,
                 );
+                // Before and after: whichever writer comes first after other memory was
+                // freed gets warm pages, so one side alone is luck.
+                let before = page_cache_write(scratch.path(), &format!("{topic}-before"), bytes);
                 let (c_secs, _) = produce(&t.chorus.bootstrap, &topic, size, acks, partitions, n);
+                let after = page_cache_write(scratch.path(), &format!("{topic}-after"), bytes);
+                let page_cache = (before + after) / 2.0;
                 let mbs = |secs: f64| bytes as f64 / secs / 1e6;
                 rows.push(vec![
                     size_label(size),
@@ -212,6 +240,8 @@ fn throughput(t: &Targets) {
                     format!("{:.0}k / {:.0}", n as f64 / c_secs / 1e3, mbs(c_secs)),
                     format!("{:.0}k / {:.0}", n as f64 / m_secs / 1e3, mbs(m_secs)),
                     format!("{:.2}", m_secs / c_secs),
+                    format!("{page_cache:.0}"),
+                    format!("{:.2}", mbs(c_secs) / page_cache),
                 ]);
             }
         }
@@ -225,6 +255,8 @@ fn throughput(t: &Targets) {
             "chorus msgs/s / MB/s",
             "mock msgs/s / MB/s",
             "ratio",
+            "page-cache write MB/s",
+            "chorus / page-cache",
         ],
         &rows,
     );
@@ -234,7 +266,7 @@ fn throughput(t: &Targets) {
 /// per partition, several times, and report the median.
 fn consumption(t: &Targets) {
     let mut rows = Vec::new();
-    for size in [100usize, 1024, 16 * 1024] {
+    for size in sizes() {
         for partitions in [1, 8] {
             let n = (4 << 20) / size * partitions as usize;
             let topic = format!("consume-{size}-{partitions}");

@@ -84,6 +84,23 @@ pub fn fsync_per_mib(dir: &std::path::Path, duration: Duration) -> f64 {
     mb_per_s(bytes, elapsed)
 }
 
+/// `write_all` of `bytes` in 1 MiB chunks into a new file `name` in `dir`, no sync: MB/s.
+/// The ceiling for appends that grow the page cache. The file is kept, so the pages stay
+/// in use and a later writer cannot reuse them.
+pub fn page_cache_write(dir: &std::path::Path, name: &str, bytes: u64) -> f64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join(name)).expect("reference file");
+    let chunk = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut written = 0u64;
+    while written < bytes {
+        let n = (bytes - written).min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).expect("write");
+        written += n as u64;
+    }
+    mb_per_s(written, start.elapsed())
+}
+
 /// A `chorus serve` child process with its own data directory.
 #[derive(Debug)]
 pub struct Chorus {
