@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
 use crate::handler::{self, RequestContext};
+use crate::response::{Response, SpliceBuf};
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +73,12 @@ const MAX_IN_FLIGHT: usize = 16;
 
 /// The rest of a request's work that may overlap with later requests: waiting for durability
 /// and encoding the answer. Effects that order matters for (appends) are done before.
-pub type Completion = Pin<Box<dyn Future<Output = Result<Option<Bytes>, FrameError>> + Send>>;
+pub type Completion = Pin<Box<dyn Future<Output = Result<Option<Response>, FrameError>> + Send>>;
 
 /// What handling a request produced.
 pub enum Handled {
     /// The encoded answer (`None`: no answer, as for `acks=0`).
-    Done(Option<Bytes>),
+    Done(Option<Response>),
     /// The answer, once the completion resolves.
     Later(Completion),
 }
@@ -87,7 +88,7 @@ impl std::fmt::Debug for Handled {
         match self {
             Handled::Done(r) => f
                 .debug_tuple("Done")
-                .field(&r.as_ref().map(Bytes::len))
+                .field(&r.as_ref().map(Response::len))
                 .finish(),
             Handled::Later(_) => f.write_str("Later(..)"),
         }
@@ -129,8 +130,8 @@ pub async fn serve(
         tokio::select! {
             biased;
             Some(done) = pending.next(), if !pending.is_empty() => match done {
-                Ok(Some(response)) => {
-                    if let Err(e) = write.write_all(&response).await {
+                Ok(Some(mut response)) => {
+                    if let Err(e) = write.write_all_buf(&mut response).await {
                         failure = Some(e.into());
                         break;
                     }
@@ -149,8 +150,8 @@ pub async fn serve(
                     break;
                 }
                 Some(Ok(raw)) => match process(&mut ctx, raw).await {
-                    Ok(Handled::Done(Some(response))) if pending.is_empty() => {
-                        if let Err(e) = write.write_all(&response).await {
+                    Ok(Handled::Done(Some(mut response))) if pending.is_empty() => {
+                        if let Err(e) = write.write_all_buf(&mut response).await {
                             failure = Some(e.into());
                             break;
                         }
@@ -274,7 +275,19 @@ pub fn encode<R: Encodable>(
     version: i16,
     correlation_id: i32,
     response: &R,
-) -> Result<Bytes, FrameError> {
+) -> Result<Response, FrameError> {
+    encode_sharing(api, version, correlation_id, response, Vec::new())
+}
+
+/// Like [`encode`], but large parts of the response that are slices of `shareable` (a
+/// fetch's record data) are referenced instead of copied; see [`SpliceBuf`].
+pub fn encode_sharing<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &R,
+    shareable: Vec<Bytes>,
+) -> Result<Response, FrameError> {
     let header_version = api.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let encode_err = |source| FrameError::Encode {
@@ -286,13 +299,14 @@ pub fn encode<R: Encodable>(
         .compute_size(header_version)
         .and_then(|h| response.compute_size(version).map(|b| h + b))
         .map_err(encode_err)?;
-    let mut buf = BytesMut::with_capacity(4 + size);
+    let shared: usize = shareable.iter().map(Bytes::len).sum();
+    let mut buf = SpliceBuf::new((4 + size).saturating_sub(shared), shareable);
     buf.put_i32(size as i32);
     header
         .encode(&mut buf, header_version)
         .map_err(encode_err)?;
     response.encode(&mut buf, version).map_err(encode_err)?;
-    Ok(buf.freeze())
+    Ok(buf.finish())
 }
 
 /// Decodes a request body of the version in the header. Trailing bytes are tolerated, as

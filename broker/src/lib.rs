@@ -28,6 +28,7 @@ pub mod http;
 pub mod partition;
 pub mod producer_id;
 pub mod remote;
+pub mod response;
 pub mod server;
 
 pub use config::BrokerConfig;

@@ -14,7 +14,7 @@ use std::sync::RwLock;
 use crate::batch::{self, BatchError, BatchHeader, Strictness, TimestampType, HEADER_LEN};
 use crate::error::{IoOp, LogError, Result};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::io::{read_at_most, Io};
+use crate::io::{read_at_most, read_vec_at, Io};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
@@ -432,9 +432,7 @@ impl Segment {
     ) -> Result<Vec<u8>> {
         let end = self.size();
         let want = (max_bytes as u64).min(end.saturating_sub(position)) as usize;
-        let mut buf = vec![0u8; want];
-        let n = read_at_most(&self.file, &self.log_path, &mut buf, position)?;
-        buf.truncate(n);
+        let mut buf = read_vec_at(&self.file, &self.log_path, want, position)?;
         let mut whole = 0;
         for (pos, header, _) in batch::BatchIter::new(&buf) {
             if header.base_offset >= offset_limit {
@@ -449,9 +447,7 @@ impl Segment {
             if let Ok(header) = BatchHeader::parse(&head[..n]) {
                 if header.base_offset < offset_limit && position + header.total_len() as u64 <= end
                 {
-                    buf = vec![0u8; header.total_len()];
-                    let n = read_at_most(&self.file, &self.log_path, &mut buf, position)?;
-                    buf.truncate(n);
+                    buf = read_vec_at(&self.file, &self.log_path, header.total_len(), position)?;
                 }
             }
         }

@@ -159,6 +159,18 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest, version: i16) -
         .with_responses(topics)
 }
 
+/// The record data of every partition in `response`, which the encoder may send without
+/// copying it (see `crate::response`).
+pub fn record_data(response: &FetchResponse) -> Vec<Bytes> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.clone())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 fn check_epoch(current_leader_epoch: i32) -> Result<(), BrokerError> {
     match current_leader_epoch {
         e if e < 0 || e == LEADER_EPOCH => Ok(()),

@@ -42,7 +42,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::connection::{decode, encode, Frame, FrameError, Handled};
+use crate::connection::{decode, encode, encode_sharing, Frame, FrameError, Handled};
 use crate::error::BrokerError;
 
 /// Every implemented API and the versions it serves.
@@ -154,7 +154,13 @@ pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Handled,
                 }
             })))
         }
-        ApiKey::Fetch => route!(fetch),
+        ApiKey::Fetch => {
+            let request = decode(&mut frame)?;
+            let response = fetch::handle(ctx, request, version).await;
+            let records = fetch::record_data(&response);
+            encode_sharing(api, version, correlation_id, &response, records)
+                .map(|r| Handled::Done(Some(r)))
+        }
         ApiKey::ListOffsets => route!(list_offsets),
         ApiKey::Metadata => route!(metadata),
         ApiKey::FindCoordinator => route!(find_coordinator),
