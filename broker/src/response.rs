@@ -34,8 +34,9 @@ impl Response {
         !self.has_remaining()
     }
 
-    /// The whole response in one buffer (tests and callers that need contiguous bytes).
-    pub fn to_bytes(&self) -> Bytes {
+    /// The whole response in one buffer.
+    #[cfg(test)]
+    fn to_bytes(&self) -> Bytes {
         match &self.chunks[self.next..] {
             [one] => one.clone(),
             many => {
