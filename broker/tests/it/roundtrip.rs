@@ -178,16 +178,23 @@ async fn acknowledged_messages_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_partitions_and_large_messages() {
+    // One fetch answers all four partitions, each with 600 KiB of record data that goes to
+    // the socket as its own chunk (see `chorus_broker::response`): every partition gets a
+    // different payload, so chunks sent in the wrong place or order would show.
     let broker = TestBroker::start_with(|c| c.num_partitions = 4).await;
     let producer: FutureProducer = rdkafka_config(&broker.bootstrap()).create().unwrap();
-    let big = vec![0xabu8; 600 << 10];
+    let payload = |p: i32| -> Vec<u8> {
+        (0..600usize << 10)
+            .map(|i| (i.wrapping_mul(31) as u8) ^ (p as u8 * 67))
+            .collect()
+    };
     for p in 0..4 {
         within(
             30,
             producer.send(
                 FutureRecord::<(), _>::to("multi")
                     .partition(p)
-                    .payload(&big),
+                    .payload(&payload(p)),
                 Duration::from_secs(10),
             ),
         )
@@ -199,7 +206,13 @@ async fn several_partitions_and_large_messages() {
     let mut partitions: Vec<i32> = messages.iter().map(|m| m.partition()).collect();
     partitions.sort();
     assert_eq!(partitions, vec![0, 1, 2, 3]);
-    assert!(messages.iter().all(|m| m.payload() == Some(&big[..])));
+    for m in &messages {
+        assert!(
+            m.payload() == Some(&payload(m.partition())[..]),
+            "partition {} came back with other bytes",
+            m.partition()
+        );
+    }
     broker.stop().await;
 }
 
