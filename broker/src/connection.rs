@@ -299,8 +299,7 @@ pub fn encode_sharing<R: Encodable>(
         .compute_size(header_version)
         .and_then(|h| response.compute_size(version).map(|b| h + b))
         .map_err(encode_err)?;
-    let shared: usize = shareable.iter().map(Bytes::len).sum();
-    let mut buf = SpliceBuf::new((4 + size).saturating_sub(shared), shareable);
+    let mut buf = SpliceBuf::new(4 + size, shareable);
     buf.put_i32(size as i32);
     header
         .encode(&mut buf, header_version)

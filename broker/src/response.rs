@@ -113,8 +113,15 @@ pub struct SpliceBuf {
 }
 
 impl SpliceBuf {
-    /// A buffer with room for `capacity` copied bytes that may share slices of `shareable`.
-    pub fn new(capacity: usize, shareable: Vec<Bytes>) -> Self {
+    /// A buffer for `size` bytes of output that may share slices of `shareable`; it
+    /// reserves room only for the bytes it will copy.
+    pub fn new(size: usize, shareable: Vec<Bytes>) -> Self {
+        let shared: usize = shareable
+            .iter()
+            .map(Bytes::len)
+            .filter(|&n| n >= SPLICE_MIN)
+            .sum();
+        let capacity = size.saturating_sub(shared);
         SpliceBuf {
             shareable,
             done: Vec::new(),
@@ -223,7 +230,7 @@ mod tests {
     fn large_slices_of_shareable_bytes_are_shared_and_the_bytes_come_out_in_order() {
         let records = Bytes::from((0..20_000u32).map(|i| i as u8).collect::<Vec<_>>());
         let other = vec![9u8; 10_000];
-        let mut buf = SpliceBuf::new(64, vec![records.clone()]);
+        let mut buf = SpliceBuf::new(4 + 12_000 + 1 + 10_000 + 10, vec![records.clone()]);
         buf.put_i32(7);
         buf.put_slice(&records[100..12_100]); // shared
         buf.put_u8(1);
