@@ -78,7 +78,7 @@ impl<Q> GroupQueue<Q> {
 
     /// Takes the next batch queued on `partition`: whole groups, in order, until their
     /// weight reaches [`BATCH_BUDGET`]. Empty when nothing is queued.
-    pub fn next_batch(&self, partition: i32, weight: impl Fn(&Q) -> usize) -> Vec<Q> {
+    fn next_batch(&self, partition: i32, weight: impl Fn(&Q) -> usize) -> Vec<Q> {
         let mut queue = self.queues[partition as usize].lock().expect("queue lock");
         let mut batch = Vec::new();
         let mut total = 0;

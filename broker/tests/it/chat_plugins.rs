@@ -144,10 +144,29 @@ async fn produce_pg(p: &FutureProducer, key: Option<&str>, value: Option<&[u8]>)
     produce(p, "pg.public.messages", key, value, &[]).await;
 }
 
+/// The test broker's log, in process, as the chat plugins see it.
+fn embedded_log(broker: &TestBroker) -> Arc<dyn Log> {
+    Arc::new(chorus_broker::embedded::EmbeddedLog::new(
+        broker.server.as_ref().unwrap().broker.clone(),
+    ))
+}
+
+/// The test broker's log with a one-partition topic `jobs` for forwarder tests.
+async fn jobs_log(broker: &TestBroker) -> Arc<dyn Log> {
+    let log = embedded_log(broker);
+    log.ensure_topic(&chorus_chat::log::TopicSpec {
+        name: "jobs".into(),
+        partitions: 1,
+        configs: vec![],
+    })
+    .await
+    .unwrap();
+    log
+}
+
 /// Records in `topic` (8 partitions), straight from the broker's log.
 async fn records_in(broker: &TestBroker, topic: &str) -> i64 {
-    let log =
-        chorus_broker::embedded::EmbeddedLog::new(broker.server.as_ref().unwrap().broker.clone());
+    let log = embedded_log(broker);
     let mut total = 0;
     for p in 0..8 {
         let (start, end) = log.offsets(topic, p).await.unwrap();
@@ -539,16 +558,7 @@ impl Target for Batched {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_jobs_of_a_key_are_delivered_together_in_order_with_retries_and_dead_letters() {
     let broker = TestBroker::start().await;
-    let log: Arc<dyn Log> = Arc::new(chorus_broker::embedded::EmbeddedLog::new(
-        broker.server.as_ref().unwrap().broker.clone(),
-    ));
-    log.ensure_topic(&chorus_chat::log::TopicSpec {
-        name: "jobs".into(),
-        partitions: 1,
-        configs: vec![],
-    })
-    .await
-    .unwrap();
+    let log = jobs_log(&broker).await;
     let target = Arc::new(Batched {
         failures: Mutex::new([("job 4".to_string(), 2), ("job 6".to_string(), u32::MAX)].into()),
         ..Batched::default()
@@ -830,16 +840,7 @@ async fn shared(log: Arc<dyn Log>) -> Shared {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_forwarder_retries_with_backoff_dead_letters_and_never_holds_up_other_keys() {
     let broker = TestBroker::start().await;
-    let log: Arc<dyn Log> = Arc::new(chorus_broker::embedded::EmbeddedLog::new(
-        broker.server.as_ref().unwrap().broker.clone(),
-    ));
-    log.ensure_topic(&chorus_chat::log::TopicSpec {
-        name: "jobs".into(),
-        partitions: 1,
-        configs: vec![],
-    })
-    .await
-    .unwrap();
+    let log = jobs_log(&broker).await;
     let target = Arc::new(Flaky {
         name: "flaky".into(),
         topic: "jobs".into(),
@@ -953,19 +954,7 @@ async fn the_forwarder_retries_with_backoff_dead_letters_and_never_holds_up_othe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_still_retrying_is_not_committed_and_runs_again_after_a_restart() {
     let mut broker = TestBroker::start().await;
-    let log = |b: &TestBroker| -> Arc<dyn Log> {
-        Arc::new(chorus_broker::embedded::EmbeddedLog::new(
-            b.server.as_ref().unwrap().broker.clone(),
-        ))
-    };
-    let l = log(&broker);
-    l.ensure_topic(&chorus_chat::log::TopicSpec {
-        name: "jobs".into(),
-        partitions: 1,
-        configs: vec![],
-    })
-    .await
-    .unwrap();
+    let l = jobs_log(&broker).await;
     let flaky = |failures: u32| {
         Arc::new(Flaky {
             name: "flaky".into(),
@@ -1000,7 +989,7 @@ async fn a_job_still_retrying_is_not_committed_and_runs_again_after_a_restart() 
     drop(l);
     broker.restart().await;
     // After the restart stuck:1 runs again and succeeds; ok:2 is not delivered twice.
-    let l = log(&broker);
+    let l = embedded_log(&broker);
     let second = flaky(0);
     let running = forward::start(second.clone(), shared(l.clone()).await, patient);
     within(30, async {
@@ -1018,9 +1007,7 @@ async fn a_job_still_retrying_is_not_committed_and_runs_again_after_a_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_notifications_share_appends_and_each_id_is_written_once() {
     let broker = TestBroker::start().await;
-    let log: Arc<dyn Log> = Arc::new(chorus_broker::embedded::EmbeddedLog::new(
-        broker.server.as_ref().unwrap().broker.clone(),
-    ));
+    let log = embedded_log(&broker);
     let spec = chorus_chat::log::TopicSpec {
         name: "test.notifications".into(),
         partitions: 2,
