@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_benches::{print_table, Chorus};
+use chorus_benches::{print_table, ws_client_config, Chorus};
 use chorus_chat::auth::Verifier;
 use futures_util::{SinkExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -183,9 +183,10 @@ fields = { msg_id = "id", sender_id = "sender_id", receiver_id = "receiver_id", 
     for r in 0..RECEIVERS {
         let stream = TcpStream::connect(http).await.expect("connect");
         let url = format!("ws://{http}/ws?token={}", token(&format!("user{r}")));
-        let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
-            .await
-            .expect("websocket");
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_client_config()))
+                .await
+                .expect("websocket");
         let received = received.clone();
         tokio::spawn(async move {
             while let Some(Ok(Message::Text(text))) = ws.next().await {

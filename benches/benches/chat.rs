@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chorus_benches::{percentile, print_table, Chorus};
+use chorus_benches::{percentile, print_table, process_cpu_time, ws_client_config, Chorus};
 use chorus_chat::auth::Verifier;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -141,9 +141,10 @@ async fn open_ws(
         .expect("bind a loopback source address");
     let stream = socket.connect(http).await.expect("connect");
     let url = format!("ws://{http}/ws?token={}", token(user, false));
-    let (ws, _) = tokio_tungstenite::client_async(url, stream)
-        .await
-        .expect("websocket handshake");
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_client_config()))
+            .await
+            .expect("websocket handshake");
     ws
 }
 
@@ -238,6 +239,8 @@ async fn run() {
     let rounds = if quick() { 5 } else { 10 };
     let mut per_member = Vec::new();
     let mut to_all = Vec::new();
+    let me = std::process::id();
+    let (server_cpu, client_cpu) = (chorus.cpu_time(), process_cpu_time(me));
     for round in 0..rounds {
         let marker = format!("fan-{round}");
         let before = count.load(Ordering::Relaxed);
@@ -269,6 +272,9 @@ async fn run() {
         to_all.push(got.iter().cloned().fold(0.0, f64::max));
         per_member.extend(got);
     }
+    let per_member_us = |d: Duration| d.as_secs_f64() * 1e6 / (rounds * members) as f64;
+    let server_us = per_member_us(chorus.cpu_time() - server_cpu);
+    let client_us = per_member_us(process_cpu_time(me) - client_cpu);
     per_member.sort_by(|a, b| a.partial_cmp(b).unwrap());
     to_all.sort_by(|a, b| a.partial_cmp(b).unwrap());
 
@@ -359,6 +365,7 @@ async fn run() {
             vec!["memory per idle connection (slope)".into(), format!("{:.1} KiB", slope / 1024.0), "<= 8 KiB".into()],
             vec![format!("fan-out of one group message to {members} members, per member p50 / p99 (ms)"), format!("{:.1} / {:.1}", percentile(&per_member, 50.0), percentile(&per_member, 99.0)), "p99 < 50 ms".into()],
             vec!["... until the last member has it, median / worst of rounds (ms)".into(), format!("{:.1} / {:.1}", percentile(&to_all, 50.0), percentile(&to_all, 100.0)), "".into()],
+            vec!["... CPU per member and round: server / this load generator (us)".into(), format!("{server_us:.1} / {client_us:.1}"), "".into()],
             vec![format!("deliveries per second ({burst} group messages x {members} members)"), format!("{burst_rate:.0}"), "".into()],
             vec![format!("1:1 latency at {rate} msg/s, HTTP post to WebSocket receipt, p50 / p99 / p99.9 (ms)"), format!("{:.2} / {:.2} / {:.2}", percentile(&latency, 50.0), percentile(&latency, 99.0), percentile(&latency, 99.9)), "p99 <= 5 ms".into()],
             vec!["1:1 messages received / sent".into(), format!("{} / {total}", latency.len()), "".into()],
