@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chorus_benches::{percentile, print_table, process_cpu_time, ws_client_config, Chorus};
+use chorus_benches::{floor, percentile, print_table, process_cpu_time, ws_client_config, Chorus};
 use chorus_chat::auth::Verifier;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -36,6 +36,8 @@ fn quick() -> bool {
 }
 
 fn main() {
+    // Started again as the writer end of the kernel-floor reference.
+    floor::run_writer_if_asked();
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs benches without it.
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -190,6 +192,7 @@ async fn run() {
     ]);
     let http: SocketAddr = chorus.http.parse().expect("http address");
     let members = if quick() { 2_000 } else { 10_000 };
+    let rounds = if quick() { 5 } else { 10 };
     let idle_steps: Vec<usize> = if quick() {
         vec![500, 1_000, 2_000]
     } else {
@@ -212,6 +215,24 @@ async fn run() {
             .await;
         assert_eq!(status, 201);
     }
+
+    // Reference: the same fan-out over raw loopback sockets, before the WebSocket clients
+    // take their file descriptors.
+    let (floor_member, floor_all) = tokio::task::spawn_blocking(move || {
+        let mut floor = floor::Floor::start(members);
+        let mut per_member = Vec::new();
+        let mut to_all = Vec::new();
+        for _ in 0..rounds {
+            let at = floor.round();
+            to_all.push(at.last().copied().unwrap_or_default());
+            per_member.extend(at);
+        }
+        per_member.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        to_all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (per_member, to_all)
+    })
+    .await
+    .expect("floor");
 
     // Memory: RSS as idle connections open (after the gateway has taken in the joins).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -236,7 +257,6 @@ async fn run() {
     // Fan-out: one group message at a time to every connected member.
     let mut sender = Http::connect(&chorus.http).await;
     let u0 = token("u0", false);
-    let rounds = if quick() { 5 } else { 10 };
     let mut per_member = Vec::new();
     let mut to_all = Vec::new();
     let me = std::process::id();
@@ -365,6 +385,8 @@ async fn run() {
             vec!["memory per idle connection (slope)".into(), format!("{:.1} KiB", slope / 1024.0), "<= 8 KiB".into()],
             vec![format!("fan-out of one group message to {members} members, per member p50 / p99 (ms)"), format!("{:.1} / {:.1}", percentile(&per_member, 50.0), percentile(&per_member, 99.0)), "p99 < 50 ms".into()],
             vec!["... until the last member has it, median / worst of rounds (ms)".into(), format!("{:.1} / {:.1}", percentile(&to_all, 50.0), percentile(&to_all, 100.0)), "".into()],
+            vec![format!("reference: the same fan-out over {members} raw loopback TCP sockets (epoll, {}-byte frame, {}-byte ack; no WebSocket, JSON or runtime), per member p50 / p99 (ms)", floor::FRAME_BYTES, floor::ACK_BYTES), format!("{:.1} / {:.1}", percentile(&floor_member, 50.0), percentile(&floor_member, 99.0)), "".into()],
+            vec!["... reference until the last member has it, median / worst of rounds (ms)".into(), format!("{:.1} / {:.1}", percentile(&floor_all, 50.0), percentile(&floor_all, 100.0)), "".into()],
             vec!["... CPU per member and round: server / this load generator (us)".into(), format!("{server_us:.1} / {client_us:.1}"), "".into()],
             vec![format!("deliveries per second ({burst} group messages x {members} members)"), format!("{burst_rate:.0}"), "".into()],
             vec![format!("1:1 latency at {rate} msg/s, HTTP post to WebSocket receipt, p50 / p99 / p99.9 (ms)"), format!("{:.2} / {:.2} / {:.2}", percentile(&latency, 50.0), percentile(&latency, 99.0), percentile(&latency, 99.9)), "p99 <= 5 ms".into()],

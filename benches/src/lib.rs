@@ -4,6 +4,8 @@
 //! and prints its own number next to it as a ratio, because absolute times on shared machines
 //! say little.
 
+pub mod floor;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
