@@ -1,22 +1,24 @@
 //! One WebSocket connection: a single task that reads the client's frames, writes what the
 //! fan-out queues for it, pings, redelivers unacked pushes and says goodbye.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{stopped, Admitted, Gateway, Push};
+use super::{stopped, Admitted, Gateway, Outgoing, Push};
 use crate::error::ChatError;
-use crate::event::StoredMessage;
 use crate::ids::Conversation;
 use crate::messages::{Draft, Recipient};
 use crate::metrics::Metrics;
@@ -82,12 +84,20 @@ struct Session<'a> {
     delivered: HashMap<Conversation, Delivered>,
     /// Shared with the gateway (the chat notifier asks who is not receiving what).
     conn: Arc<super::Conn>,
-    pending: HashMap<String, Pending>,
+    /// Pushes awaiting the client's ack, by message id.
+    pending: HashMap<Arc<str>, Pending>,
     bad_frames: u32,
 }
 
 /// Serves an upgraded connection (admitted with [`Gateway::admit`]) until it closes or
 /// the gateway stops.
+///
+/// One task per connection, woken by the client's frames, by pushes and by two timers.
+/// A fan-out to a big group wakes every member's task, so the loop keeps its wake-ups
+/// cheap: the futures that rarely fire (shutdown, timers) are made once rather than on
+/// every turn, the redelivery timer is armed only while pushes await their acks (an idle
+/// connection sets no timer), and the stream is not split (a split adds a lock to every
+/// read and write).
 pub async fn serve<S>(mut admitted: Admitted, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -107,8 +117,7 @@ where
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .read_buffer_size(1024)
         .write_buffer_size(0);
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let (mut sink, mut stream) = ws.split();
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let chat_config = &gateway.chat.config;
     let mut session = Session {
         gateway: &gateway,
@@ -119,9 +128,14 @@ where
         bad_frames: 0,
     };
     let mut stop = gateway.shutdown.subscribe();
+    let stopping = stopped(&mut stop);
+    tokio::pin!(stopping);
     let mut ping = tokio::time::interval(chat_config.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.tick().await;
-    let mut ack_check = tokio::time::interval(chat_config.ack_timeout / 5);
+    let redeliver = tokio::time::sleep(chat_config.ack_timeout);
+    tokio::pin!(redeliver);
+    let mut redeliver_armed = false;
     let mut last_heard = Instant::now();
     let close = |code: CloseCode, reason: &str| {
         Message::Close(Some(CloseFrame {
@@ -129,13 +143,25 @@ where
             reason: reason.to_string().into(),
         }))
     };
+    let mut out: Vec<Utf8Bytes> = Vec::new();
     let goodbye: Option<Message> = loop {
-        let mut out: Vec<Utf8Bytes> = Vec::new();
+        if conn.overflowed.load(Ordering::Acquire) {
+            break Some(close(
+                CloseCode::Again,
+                "too slow: the delivery queue overflowed; reconnect and resume with since",
+            ));
+        }
+        if !redeliver_armed {
+            if let Some(due) = session.next_redelivery() {
+                redeliver.as_mut().reset(due.into());
+                redeliver_armed = true;
+            }
+        }
         tokio::select! {
             // The client's frames first: a `subscribe` already sent is handled before live
             // pushes queued after it, so its replay comes ahead of them.
             biased;
-            frame = stream.next() => {
+            frame = ws.next() => {
                 last_heard = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
@@ -146,7 +172,7 @@ where
                                 session.bad_frames += 1;
                                 if session.bad_frames >= chat_config.max_bad_frames {
                                     for f in out.drain(..) {
-                                        let _ = sink.send(Message::Text(f)).await;
+                                        let _ = ws.send(Message::Text(f)).await;
                                     }
                                     break Some(close(CloseCode::Policy, "too many malformed frames"));
                                 }
@@ -176,36 +202,34 @@ where
                     }
                 }
             }
-            _ = conn.wake.notified() => {
-                if conn.overflowed.load(Ordering::Acquire) {
-                    break Some(close(CloseCode::Again, "too slow: the delivery queue overflowed; reconnect and resume with since"));
-                }
-            }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= chat_config.idle_timeout {
                     break Some(close(CloseCode::Away, "no traffic from the client"));
                 }
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
                     break None;
                 }
             }
-            _ = ack_check.tick() => session.redeliver(&mut out),
-            _ = stopped(&mut stop) => {
+            () = &mut redeliver, if redeliver_armed => {
+                redeliver_armed = false;
+                session.redeliver(&mut out);
+            }
+            () = &mut stopping => {
                 let bye = json!({"type": "reconnect", "reason": "the server is shutting down", "timestamp": now_ms()});
-                let _ = sink.send(Message::text(bye.to_string())).await;
+                let _ = ws.send(Message::text(bye.to_string())).await;
                 break Some(close(CloseCode::Away, "server shutting down"));
             }
         }
         if !out.is_empty() {
             let sent = out.len() as u64;
             let mut failed = false;
-            for frame in out {
-                if sink.feed(Message::Text(frame)).await.is_err() {
+            for frame in out.drain(..) {
+                if ws.feed(Message::Text(frame)).await.is_err() {
                     failed = true;
                     break;
                 }
             }
-            if failed || sink.flush().await.is_err() {
+            if failed || ws.flush().await.is_err() {
                 break None;
             }
             gateway
@@ -215,9 +239,9 @@ where
         }
     };
     if let Some(frame) = goodbye {
-        let _ = sink.send(frame).await;
+        let _ = ws.send(frame).await;
     }
-    let _ = sink.close().await;
+    let _ = SinkExt::close(&mut ws).await;
     // Dropping `admitted` unregisters the connection.
     drop(admitted);
 }
@@ -239,6 +263,15 @@ fn error_frame(e: &ChatError, msg_id: Option<&str>) -> String {
     frame.to_string()
 }
 
+/// The fields of an `ack` frame, borrowed from the text where it has no escapes.
+#[derive(Deserialize)]
+struct AckFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    msg_id: Option<Cow<'a, str>>,
+}
+
 fn string_field<'a>(
     frame: &'a Map<String, Value>,
     name: &str,
@@ -254,6 +287,19 @@ impl Session<'_> {
     /// Handles one client frame, queueing answers in `out`. An `Err` is a malformed frame
     /// (counted toward closing the connection); protocol refusals are answered in `out`.
     async fn handle(&mut self, text: &str, out: &mut Vec<Utf8Bytes>) -> Result<(), ChatError> {
+        // Acks are most of what clients send (one per push), so they skip the general
+        // parse into a map. Anything else, or an ack that does not read cleanly, takes
+        // the general path, which also words the errors.
+        if let Ok(AckFrame {
+            kind: Some(kind),
+            msg_id: Some(id),
+        }) = serde_json::from_str::<AckFrame>(text)
+        {
+            if kind == "ack" {
+                self.pending.remove(id.as_ref());
+                return Ok(());
+            }
+        }
         let frame: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(map)) => map,
             _ => return Err(ChatError::InvalidMessage("frames must be JSON objects")),
@@ -411,8 +457,8 @@ impl Session<'_> {
             };
             since = last.sequence_number;
             let full = page.len() == REPLAY_PAGE;
-            for m in page {
-                self.deliver_message(&m, None, out);
+            for m in page.iter().filter_map(Outgoing::new) {
+                self.deliver_message(&m, out);
             }
             if !full {
                 break;
@@ -423,7 +469,7 @@ impl Session<'_> {
 
     fn push(&mut self, push: Push, out: &mut Vec<Utf8Bytes>) {
         match push {
-            Push::Message(m, frame) => self.deliver_message(&m, Some(frame), out),
+            Push::Message(m) => self.deliver_message(&m, out),
             Push::Membership(e) => out.push(e.frame().to_string().into()),
             Push::Notification(n) => {
                 let frame = json!({
@@ -437,40 +483,39 @@ impl Session<'_> {
         }
     }
 
-    /// Queues `m` unless muted or already delivered; `frame` is its serialized frame when
-    /// the fan-out made one.
-    fn deliver_message(
-        &mut self,
-        m: &StoredMessage,
-        frame: Option<Utf8Bytes>,
-        out: &mut Vec<Utf8Bytes>,
-    ) {
-        let Some(conversation) = m.conversation() else {
+    /// Queues `m` unless muted or already delivered.
+    fn deliver_message(&mut self, m: &Outgoing, out: &mut Vec<Utf8Bytes>) {
+        if self.conn.is_muted(&m.conversation) {
             return;
+        }
+        let fresh = match self.delivered.get_mut(&m.conversation) {
+            Some(d) => d.insert(m.sequence_number),
+            None => self
+                .delivered
+                .entry(m.conversation.clone())
+                .or_default()
+                .insert(m.sequence_number),
         };
-        if self.conn.is_muted(&conversation) {
+        if !fresh {
             return;
         }
-        if !self
-            .delivered
-            .entry(conversation)
-            .or_default()
-            .insert(m.sequence_number)
-        {
-            return;
-        }
-        let frame = frame.unwrap_or_else(|| Utf8Bytes::from(m.frame().to_string()));
         self.gateway
             .metrics
             .observe_delivery(now_ms().saturating_sub(m.timestamp).max(0) as u64);
         self.pending.insert(
             m.msg_id.clone(),
             Pending {
-                frame: frame.clone(),
+                frame: m.frame.clone(),
                 sent_at: Instant::now(),
             },
         );
-        out.push(frame);
+        out.push(m.frame.clone());
+    }
+
+    /// When the oldest unacked push is due to be sent again, if there is one.
+    fn next_redelivery(&self) -> Option<Instant> {
+        let oldest = self.pending.values().map(|p| p.sent_at).min()?;
+        Some(oldest + self.gateway.chat.config.ack_timeout)
     }
 
     /// Sends again every push not acked within the ack timeout.

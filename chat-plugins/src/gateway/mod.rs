@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::auth::Claims;
@@ -38,10 +38,36 @@ pub use connection::serve;
 /// What the fan-out hands a connection.
 #[derive(Debug, Clone)]
 pub enum Push {
-    /// The message and its `message` frame, serialized once for every recipient.
-    Message(Arc<StoredMessage>, Utf8Bytes),
+    Message(Arc<Outgoing>),
     Membership(Arc<MembershipEvent>),
     Notification(Arc<Value>),
+}
+
+/// A message as every connection it goes to needs it, worked out once per message rather
+/// than once per recipient: a fan-out to a big group does per member only what must be
+/// per member.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub msg_id: Arc<str>,
+    pub conversation: Conversation,
+    pub sequence_number: u64,
+    /// Server time of the append, in ms.
+    pub timestamp: i64,
+    /// The `message` frame.
+    pub frame: Utf8Bytes,
+}
+
+impl Outgoing {
+    /// `None` for a message that names no conversation (not one the write path makes).
+    pub fn new(m: &StoredMessage) -> Option<Outgoing> {
+        Some(Outgoing {
+            msg_id: Arc::from(m.msg_id.as_str()),
+            conversation: m.conversation()?,
+            sequence_number: m.sequence_number,
+            timestamp: m.timestamp,
+            frame: Utf8Bytes::from(m.frame().to_string()),
+        })
+    }
 }
 
 /// The gateway's view of one connection.
@@ -49,9 +75,9 @@ pub enum Push {
 struct Conn {
     id: u64,
     tx: mpsc::Sender<Push>,
-    /// Set when its queue overflowed; the connection closes itself when woken.
+    /// Set when its queue overflowed. The connection checks it before each wait, and a
+    /// full queue always has something to wake it, so it closes itself promptly.
     overflowed: AtomicBool,
-    wake: Notify,
     /// Conversations the client unsubscribed from (usually none).
     muted: Mutex<Vec<Conversation>>,
 }
@@ -212,7 +238,6 @@ impl Gateway {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             tx,
             overflowed: AtomicBool::new(false),
-            wake: Notify::new(),
             muted: Mutex::new(Vec::new()),
         });
         self.connections
@@ -323,7 +348,6 @@ impl Gateway {
                 && !conn.overflowed.swap(true, Ordering::AcqRel)
             {
                 Metrics::inc(&self.metrics.slow_disconnects);
-                conn.wake.notify_one();
             }
         }
     }
@@ -441,9 +465,11 @@ async fn fan_out(
         match topic {
             Topic::Messages => {
                 for m in chat.messages.follow(partition, &records) {
-                    let frame = Utf8Bytes::from(m.frame().to_string());
+                    let Some(out) = Outgoing::new(&m) else {
+                        continue;
+                    };
                     let audience = gateway.audience(&m);
-                    gateway.deliver_all(&audience, &Push::Message(Arc::new(m), frame));
+                    gateway.deliver_all(&audience, &Push::Message(Arc::new(out)));
                 }
             }
             Topic::Membership => {
