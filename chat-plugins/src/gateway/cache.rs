@@ -5,7 +5,7 @@
 //! and a list read in that moment must not outlive it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -19,7 +19,8 @@ struct Entry {
     at: Instant,
     /// The membership store's version when the list was read.
     version: u64,
-    members: Vec<String>,
+    /// Shared with the fan-outs that use it: a big group's list is not copied per message.
+    members: Arc<[String]>,
 }
 
 impl MembershipCache {
@@ -31,13 +32,13 @@ impl MembershipCache {
     }
 
     /// The cached list, if it is younger than the TTL and was read at `version`.
-    pub fn get(&self, group: &str, version: u64) -> Option<Vec<String>> {
+    pub fn get(&self, group: &str, version: u64) -> Option<Arc<[String]>> {
         let entries = self.entries.lock().expect("cache lock");
         let e = entries.get(group)?;
         (e.at.elapsed() < self.ttl && e.version == version).then(|| e.members.clone())
     }
 
-    pub fn put(&self, group: &str, version: u64, members: Vec<String>) {
+    pub fn put(&self, group: &str, version: u64, members: Arc<[String]>) {
         self.entries.lock().expect("cache lock").insert(
             group.to_string(),
             Entry {
@@ -60,12 +61,12 @@ mod tests {
     #[test]
     fn entries_expire_and_invalidate() {
         let cache = MembershipCache::new(Duration::from_millis(50));
-        cache.put("g", 1, vec!["a".into()]);
-        assert_eq!(cache.get("g", 1), Some(vec!["a".to_string()]));
+        cache.put("g", 1, Arc::from(vec!["a".to_string()]));
+        assert_eq!(cache.get("g", 1).as_deref(), Some(&["a".to_string()][..]));
         assert_eq!(cache.get("g", 2), None, "the store changed since");
         cache.invalidate("g");
         assert_eq!(cache.get("g", 1), None);
-        cache.put("g", 1, vec!["b".into()]);
+        cache.put("g", 1, Arc::from(vec!["b".to_string()]));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(cache.get("g", 1), None);
     }

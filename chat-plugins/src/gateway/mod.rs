@@ -353,15 +353,15 @@ impl Gateway {
     }
 
     /// Users a message goes to.
-    fn audience(&self, m: &StoredMessage) -> Vec<String> {
+    fn audience(&self, m: &StoredMessage) -> Arc<[String]> {
         match (&m.receiver_id, &m.group_id) {
             (Some(r), _) => {
                 let mut users = vec![m.sender_id.clone(), r.clone()];
                 users.dedup();
-                users
+                users.into()
             }
             (None, Some(g)) => self.group_members(g),
-            _ => Vec::new(),
+            _ => Arc::new([]),
         }
     }
 
@@ -383,14 +383,14 @@ impl Gateway {
     }
 
     /// A group's members, through the cache.
-    fn group_members(&self, group: &str) -> Vec<String> {
+    fn group_members(&self, group: &str) -> Arc<[String]> {
         let version = self.chat.membership.version();
         if let Some(members) = self.members.get(group, version) {
             Metrics::inc(&self.metrics.cache_hits);
             return members;
         }
         Metrics::inc(&self.metrics.cache_misses);
-        let members = self.chat.membership.members(group);
+        let members: Arc<[String]> = self.chat.membership.members(group).into();
         self.members.put(group, version, members.clone());
         members
     }
