@@ -119,15 +119,30 @@ impl Chorus {
     }
 
     /// Builds (if needed) and starts `target/release/chorus` with `extra` flags, and waits
-    /// until it listens.
+    /// until it listens. The ports are picked free just before the start, so another
+    /// process can take one in between; a server that exits at start-up is started again
+    /// on new ports.
     pub fn start_with(extra: &[&str]) -> Chorus {
         let bin = chorus_binary();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::try_start(&bin, extra) {
+                Some(chorus) => return chorus,
+                None if attempts < 3 => eprintln!("chorus exited at start-up; retrying"),
+                None => panic!("chorus exited at start-up {attempts} times"),
+            }
+        }
+    }
+
+    /// One start; `None` when the server exited before it listened.
+    fn try_start(bin: &std::path::Path, extra: &[&str]) -> Option<Chorus> {
         let dir = tempfile::tempdir().expect("data dir");
         let port = free_port();
         let http = free_port();
         let bootstrap = format!("127.0.0.1:{port}");
         let http_addr = format!("127.0.0.1:{http}");
-        let child = Command::new(&bin)
+        let mut child = Command::new(bin)
             .args(["serve", "--data-dir"])
             .arg(dir.path())
             .args(["--listen", &bootstrap])
@@ -138,23 +153,30 @@ impl Chorus {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "chorus did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
+        for addr in [&bootstrap, &http_addr] {
+            while std::net::TcpStream::connect(addr).is_err() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return None;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "chorus did not start listening on {addr}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        while std::net::TcpStream::connect(&http_addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chorus did not start its HTTP listener"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        // A connect can succeed on a port the server failed to take (another process
+        // has it), so check a moment later that the server is still there.
+        std::thread::sleep(Duration::from_millis(200));
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
         }
-        Chorus {
+        Some(Chorus {
             child,
             bootstrap,
             http: http_addr,
             _dir: dir,
-        }
+        })
     }
 
     /// The server's resident memory in bytes (from `/proc`).
