@@ -4,7 +4,7 @@
 //! connections, metrics and a graceful goodbye.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chorus_chat::auth::Verifier;
 use chorus_chat::ids::stream_id;
@@ -240,6 +240,7 @@ async fn a_message_is_acked_and_reaches_every_device_of_both_parties() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unacked_push_is_redelivered_until_acked() {
+    // The ack timeout here is 400 ms (`test_chat_config`).
     let broker = gateway_broker(|_| {}).await;
     let mut bob = connect(&broker, "bob").await;
     http_post(
@@ -250,9 +251,22 @@ async fn an_unacked_push_is_redelivered_until_acked() {
     )
     .await;
     let first = expect(&mut bob, "message").await;
-    // No ack: the same message comes again after the ack timeout.
+    let first_at = Instant::now();
+    // No ack: the same message comes again after the ack timeout, and again after that.
     let again = expect(&mut bob, "message").await;
     assert_eq!(again, first);
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(300),
+        "redelivered before the ack timeout: {:?}",
+        first_at.elapsed()
+    );
+    assert_eq!(expect(&mut bob, "message").await, first);
+    // An ack whose msg_id is not a string is refused and acks nothing.
+    send(&mut bob, json!({"type": "ack", "msg_id": 1})).await;
+    assert_eq!(
+        expect(&mut bob, "error").await["error_code"],
+        "INVALID_MESSAGE"
+    );
     send(&mut bob, json!({"type": "ack", "msg_id": "r1"})).await;
     // Drain anything already in flight, then nothing more comes.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -261,6 +275,18 @@ async fn an_unacked_push_is_redelivered_until_acked() {
         next_frame(&mut bob, 1000).await.is_none(),
         "redelivered after the ack"
     );
+    // After a quiet spell (no push waiting, so no redelivery timer), a new unacked push
+    // is redelivered too.
+    http_post(
+        &broker,
+        "/chat/messages",
+        &jwt("alice"),
+        json!({"msg_id": "r2", "sender_id": "alice", "receiver_id": "bob", "content": "and me"}),
+    )
+    .await;
+    let second = expect(&mut bob, "message").await;
+    assert_eq!(second["msg_id"], "r2");
+    assert_eq!(expect(&mut bob, "message").await, second);
     broker.stop().await;
 }
 
