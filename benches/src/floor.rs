@@ -53,7 +53,7 @@ fn writer_main(n: usize) {
     let reader_fds = fds.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
-        let _ = epoll_each(&reader_fds, None, |fd| {
+        let _ = Epoll::new(&reader_fds).each_readable(None, |fd| {
             // SAFETY: `fd` is an open socket owned by `sockets` for the process's life.
             unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         });
@@ -91,58 +91,82 @@ fn write_all(fd: i32, mut bytes: &[u8]) {
     }
 }
 
-/// Calls `on_readable` for each readable fd of `fds` as epoll reports them, until
-/// `stop` says so or (with `stop` None) every fd has hit end of file or an error.
-/// Returns false when `TIMEOUT` passed without any event.
-fn epoll_each(
-    fds: &[i32],
-    mut stop: Option<&mut dyn FnMut() -> bool>,
-    mut on_readable: impl FnMut(i32),
-) -> bool {
-    // SAFETY: plain epoll calls on fds that stay open while this runs.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    assert!(ep >= 0, "epoll_create1");
-    for &fd in fds {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: fd as u64,
-        };
-        // SAFETY: as above.
-        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+/// An epoll set over sockets, made once, before anything is timed (registering 10,000
+/// sockets takes milliseconds).
+#[derive(Debug)]
+struct Epoll {
+    fd: i32,
+    /// Registered sockets that have not hit end of file or an error.
+    open: usize,
+}
+
+impl Epoll {
+    fn new(fds: &[i32]) -> Epoll {
+        // SAFETY: plain epoll calls; the caller keeps `fds` open while the set is used.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0, "epoll_create1");
+        for &fd in fds {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: fd as u64,
+            };
+            // SAFETY: as above.
+            unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        }
+        Epoll {
+            fd: ep,
+            open: fds.len(),
+        }
     }
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    let mut open = fds.len();
-    let mut quiet_since = Instant::now();
-    let result = loop {
-        if let Some(stop) = stop.as_mut() {
-            if stop() {
-                break true;
+
+    /// Calls `on_readable` for each readable socket as epoll reports them, until `stop`
+    /// says so or (with `stop` None) every socket has hit end of file or an error.
+    /// Returns false when `TIMEOUT` passed without any event.
+    fn each_readable(
+        &mut self,
+        mut stop: Option<&mut dyn FnMut() -> bool>,
+        mut on_readable: impl FnMut(i32),
+    ) -> bool {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+        let mut quiet_since = Instant::now();
+        loop {
+            if let Some(stop) = stop.as_mut() {
+                if stop() {
+                    return true;
+                }
+            } else if self.open == 0 {
+                return true;
             }
-        } else if open == 0 {
-            break true;
-        }
-        if quiet_since.elapsed() > TIMEOUT {
-            break false;
-        }
-        // SAFETY: `events` has room for its length.
-        let k = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 50) };
-        if k > 0 {
-            quiet_since = Instant::now();
-        }
-        for e in &events[..k.max(0) as usize] {
-            let fd = e.u64 as i32;
-            if e.events & (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32 != 0 {
-                // SAFETY: as above.
-                unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-                open -= 1;
-                continue;
+            if quiet_since.elapsed() > TIMEOUT {
+                return false;
             }
-            on_readable(fd);
+            // SAFETY: `events` has room for its length.
+            let k =
+                unsafe { libc::epoll_wait(self.fd, events.as_mut_ptr(), events.len() as i32, 50) };
+            if k > 0 {
+                quiet_since = Instant::now();
+            }
+            for e in &events[..k.max(0) as usize] {
+                let fd = e.u64 as i32;
+                if e.events & (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32 != 0 {
+                    // SAFETY: `fd` is registered in our set.
+                    unsafe {
+                        libc::epoll_ctl(self.fd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut())
+                    };
+                    self.open -= 1;
+                    continue;
+                }
+                on_readable(fd);
+            }
         }
-    };
-    // SAFETY: `ep` is ours.
-    unsafe { libc::close(ep) };
-    result
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: the set is ours.
+        unsafe { libc::close(self.fd) };
+    }
 }
 
 /// The measuring end: `n` connections to a writer process.
@@ -152,6 +176,8 @@ pub struct Floor {
     /// A line here starts a round; closing it ends the writer.
     go: Option<ChildStdin>,
     clients: Vec<TcpStream>,
+    /// Over `clients`.
+    epoll: Epoll,
 }
 
 impl Floor {
@@ -176,10 +202,12 @@ impl Floor {
                 let source = Ipv4Addr::new(127, 0, 0, 1 + (i % 200) as u8);
                 connect_from(source, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
             })
-            .collect();
+            .collect::<Vec<TcpStream>>();
+        let fds: Vec<i32> = clients.iter().map(|s| s.as_raw_fd()).collect();
         Floor {
             writer,
             go: Some(go),
+            epoll: Epoll::new(&fds),
             clients,
         }
     }
@@ -187,8 +215,7 @@ impl Floor {
     /// One round: has the writer push a frame to every connection and returns each
     /// connection's receipt time (ms after the go), sorted.
     pub fn round(&mut self) -> Vec<f64> {
-        let fds: Vec<i32> = self.clients.iter().map(|s| s.as_raw_fd()).collect();
-        let want = fds.len();
+        let want = self.clients.len();
         // Shared by the stop check and the read callback.
         let got = std::cell::Cell::new(0usize);
         let mut partial = std::collections::HashMap::<i32, usize>::new();
@@ -200,7 +227,7 @@ impl Floor {
         writeln!(go).expect("tell the writer to go");
         go.flush().expect("flush");
         let mut done = || got.get() >= want;
-        let finished = epoll_each(&fds, Some(&mut done), |fd| {
+        let finished = self.epoll.each_readable(Some(&mut done), |fd| {
             // SAFETY: `fd` belongs to `self.clients`, open for this call.
             let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
@@ -216,7 +243,6 @@ impl Floor {
             }
         });
         assert!(finished, "the floor's round timed out");
-        drop(partial);
         at.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
         at
     }

@@ -349,23 +349,7 @@ async fn bad_events_are_dead_lettered_with_the_reason_and_ingest_goes_on() {
     produce_pg(&p, None, Some(&fixture("pg_insert.json"))).await;
     assert_eq!(next_message(&mut bob).await, "hello from postgres");
 
-    let letters = consume(
-        &broker.bootstrap(),
-        "chat.dlq",
-        &(0..8).collect::<Vec<_>>(),
-        5,
-        10,
-    )
-    .await;
-    let header = |m: &rdkafka::message::OwnedMessage, name: &str| -> String {
-        let h = m.headers().expect("headers");
-        (0..h.count())
-            .map(|i| h.get(i))
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_else(|| panic!("no {name} header"))
-    };
+    let letters = dead_letters(&broker, 5).await;
     let mut by_offset: Vec<_> = letters
         .iter()
         .map(|m| {
@@ -459,26 +443,33 @@ async fn a_burst_for_one_conversation_keeps_source_order_and_a_bad_event_in_it_i
         .map(|(n, i)| (n as u64 + 1, format!("burst {i}")))
         .collect();
     assert_eq!(got, expected, "source order, sequence numbers without gaps");
-    let letters = consume(
+    let letters = dead_letters(&broker, 1).await;
+    let reason = header(&letters[0], dlq::REASON);
+    assert!(reason.contains("MESSAGE_TOO_LARGE"), "{reason}");
+    broker.stop().await;
+}
+
+/// The first `count` records of the dead-letter topic (all 8 partitions), within 10 s.
+async fn dead_letters(broker: &TestBroker, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    consume(
         &broker.bootstrap(),
         "chat.dlq",
         &(0..8).collect::<Vec<_>>(),
-        1,
+        count,
         10,
     )
-    .await;
-    let reason = String::from_utf8_lossy(
-        letters[0]
-            .headers()
-            .unwrap()
-            .iter()
-            .find(|h| h.key == dlq::REASON)
-            .and_then(|h| h.value)
-            .unwrap(),
-    )
-    .into_owned();
-    assert!(reason.contains("MESSAGE_TOO_LARGE"), "{reason}");
-    broker.stop().await;
+    .await
+}
+
+/// A header of a dead letter, as text; panics when it is missing.
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
+    let h = m.headers().expect("headers");
+    (0..h.count())
+        .map(|i| h.get(i))
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| panic!("no {name} header"))
 }
 
 /// A target that delivers several jobs at once, as the CDC target does, failing the jobs
