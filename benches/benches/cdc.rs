@@ -12,14 +12,14 @@
 //! Goal: the forwarder at >= 0.5 of the raw produce rate.
 //!
 //! Run: `cargo bench -p chorus-benches --bench cdc` (`CHORUS_BENCH_QUICK=1` for fewer
-//! events).
+//! events, `CHORUS_BENCH_ONLY=websocket,notify` to pick rows; the reference always runs).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_benches::{print_table, ws_client_config, Chorus};
+use chorus_benches::{print_table, process_cpu_time, ws_client_config, Chorus, Pushed};
 use chorus_chat::auth::Verifier;
 use futures_util::{SinkExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -35,8 +35,16 @@ const RECEIVERS: usize = 200;
 /// Partitions of every topic here (the chat topics' default).
 const PARTITIONS: i32 = 8;
 
+/// A phase's wall time and the (server, bench) CPU times before and after it.
+type Phase = (Duration, (Duration, Duration), (Duration, Duration));
+
 fn quick() -> bool {
     std::env::var_os("CHORUS_BENCH_QUICK").is_some()
+}
+
+/// Whether row `name` is wanted (`CHORUS_BENCH_ONLY`, comma-separated; all by default).
+fn wanted(name: &str) -> bool {
+    std::env::var("CHORUS_BENCH_ONLY").map_or(true, |only| only.split(',').any(|w| w == name))
 }
 
 fn main() {
@@ -173,11 +181,82 @@ fields = { msg_id = "id", sender_id = "sender_id", receiver_id = "receiver_id", 
     // Warm-up: connections, metadata, the plugin groups' first assignment.
     produce_all(&p, "bench.raw", &online[..100]).await;
 
+    let me = std::process::id();
+    let cpu = || (chorus.cpu_time(), process_cpu_time(me));
+    let cpu0 = cpu();
     let start = Instant::now();
     produce_all(&p, "bench.raw", &online).await;
-    let raw = start.elapsed();
+    let raw = (start.elapsed(), cpu0, cpu());
 
-    // Receivers online.
+    let mut rows = vec![("raw produce, acks=all (reference)", raw)];
+    if wanted("websocket") {
+        let phase = websocket(&chorus, &p, &online, cpu).await;
+        rows.push(("CDC -> chat message -> WebSocket", phase));
+    }
+    if wanted("notify") {
+        let before = records_in(&watcher, "notifications");
+        let cpu0 = cpu();
+        let start = Instant::now();
+        produce_all(&p, "pg.public.offline", &offline).await;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let got = records_in(&watcher, "notifications") - before;
+            if got >= events_n as i64 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {got} of {events_n} notifications"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        rows.push((
+            "CDC -> message + chat notification + dedup entry",
+            (start.elapsed(), cpu0, cpu()),
+        ));
+    }
+
+    let rate = |d: Duration| events_n as f64 / d.as_secs_f64();
+    // CPU per event of the server and of this process (the producer, the WebSocket
+    // clients and the polling), from the same phase.
+    let per_event = |a: Duration, b: Duration| {
+        format!("{:.1}", b.saturating_sub(a).as_secs_f64() * 1e6 / events_n as f64)
+    };
+    let row = |name: &str, (d, (server0, me0), (server1, me1)): Phase| {
+        vec![
+            name.to_string(),
+            events_n.to_string(),
+            format!("{:.0}", rate(d)),
+            format!("{:.2}", rate(d) / rate(raw.0)),
+            per_event(server0, server1),
+            per_event(me0, me1),
+        ]
+    };
+    print_table(
+        "CDC ingest and forwarding (Debezium PostgreSQL events, ~500 B)",
+        &[
+            "path",
+            "events",
+            "events/s",
+            "vs raw produce",
+            "server CPU µs/event",
+            "bench CPU µs/event",
+        ],
+        &rows
+            .into_iter()
+            .map(|(name, phase)| row(name, phase))
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// The WebSocket row: every receiver online, one connection each; the events' messages
+/// counted as they arrive (and acked, as a chat client does).
+async fn websocket(
+    chorus: &Chorus,
+    p: &FutureProducer,
+    events: &[(String, String)],
+    cpu: impl Fn() -> (Duration, Duration),
+) -> Phase {
     let http: SocketAddr = chorus.http.parse().expect("http address");
     let received = Arc::new(AtomicUsize::new(0));
     for r in 0..RECEIVERS {
@@ -190,63 +269,30 @@ fields = { msg_id = "id", sender_id = "sender_id", receiver_id = "receiver_id", 
         let received = received.clone();
         tokio::spawn(async move {
             while let Some(Ok(Message::Text(text))) = ws.next().await {
-                let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
-                if v["type"] == "message" {
+                let Ok(pushed) = Pushed::parse(text.as_str()) else {
+                    continue;
+                };
+                if pushed.kind == "message" {
                     received.fetch_add(1, Ordering::Relaxed);
-                    let ack = json!({"type": "ack", "msg_id": v["msg_id"]}).to_string();
-                    if ws.send(Message::text(ack)).await.is_err() {
+                    if ws.send(Message::text(pushed.ack())).await.is_err() {
                         return;
                     }
                 }
             }
         });
     }
+    let cpu0 = cpu();
     let start = Instant::now();
-    produce_all(&p, "pg.public.messages", &online).await;
+    produce_all(p, "pg.public.messages", events).await;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while received.load(Ordering::Relaxed) < events_n {
+    while received.load(Ordering::Relaxed) < events.len() {
         assert!(
             Instant::now() < deadline,
-            "only {} of {events_n} messages arrived",
-            received.load(Ordering::Relaxed)
+            "only {} of {} messages arrived",
+            received.load(Ordering::Relaxed),
+            events.len()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let cdc = start.elapsed();
-
-    let before = records_in(&watcher, "notifications");
-    let start = Instant::now();
-    produce_all(&p, "pg.public.offline", &offline).await;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let got = records_in(&watcher, "notifications") - before;
-        if got >= events_n as i64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {got} of {events_n} notifications"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let notify = start.elapsed();
-
-    let rate = |d: Duration| events_n as f64 / d.as_secs_f64();
-    let row = |name: &str, d: Duration| {
-        vec![
-            name.to_string(),
-            events_n.to_string(),
-            format!("{:.0}", rate(d)),
-            format!("{:.2}", rate(d) / rate(raw)),
-        ]
-    };
-    print_table(
-        "CDC ingest and forwarding (Debezium PostgreSQL events, ~500 B)",
-        &["path", "events", "events/s", "vs raw produce"],
-        &[
-            row("raw produce, acks=all (reference)", raw),
-            row("CDC -> chat message -> WebSocket", cdc),
-            row("CDC -> message + chat notification + dedup entry", notify),
-        ],
-    );
+    (start.elapsed(), cpu0, cpu())
 }

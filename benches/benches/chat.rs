@@ -16,13 +16,14 @@
 //! Run: `cargo bench -p chorus-benches --bench chat` (`CHORUS_BENCH_QUICK=1` for a short
 //! run with fewer connections).
 
-use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chorus_benches::{floor, percentile, print_table, process_cpu_time, ws_client_config, Chorus};
+use chorus_benches::{
+    floor, percentile, print_table, process_cpu_time, ws_client_config, Chorus, Pushed,
+};
 use chorus_chat::auth::Verifier;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -154,17 +155,6 @@ async fn open_ws(
 /// Receipt times (ns since `epoch`) of messages by their content marker.
 type Receipts = Arc<Mutex<Vec<(String, u64)>>>;
 
-/// The fields of a pushed frame the load generator looks at, borrowed from its text.
-#[derive(serde::Deserialize)]
-struct Pushed<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    msg_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    content: Option<Cow<'a, str>>,
-}
-
 /// Reads a connection's frames, acking messages and recording when each arrived. Kept
 /// lean (borrowed parse, no JSON tree), as it shares the cores with the server it
 /// measures.
@@ -180,16 +170,14 @@ fn reader(
                 continue;
             };
             let at = epoch.elapsed().as_nanos() as u64;
-            let Ok(pushed) = serde_json::from_str::<Pushed>(text.as_str()) else {
+            let Ok(pushed) = Pushed::parse(text.as_str()) else {
                 continue;
             };
             if pushed.kind == "message" {
                 let content = pushed.content.unwrap_or_default().into_owned();
                 receipts.lock().unwrap().push((content, at));
                 count.fetch_add(1, Ordering::Relaxed);
-                let msg_id = serde_json::to_string(&pushed.msg_id).expect("a string");
-                let ack = format!(r#"{{"type":"ack","msg_id":{msg_id}}}"#);
-                if ws.send(Message::text(ack)).await.is_err() {
+                if ws.send(Message::text(pushed.ack())).await.is_err() {
                     return;
                 }
             }

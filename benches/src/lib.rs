@@ -257,3 +257,27 @@ pub fn free_port() -> u16 {
 pub fn ws_client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
 }
+
+/// The fields of a pushed chat frame the load generators look at, borrowed from its text
+/// (no JSON tree: the generators share the cores with the server they measure).
+#[derive(Debug, serde::Deserialize)]
+pub struct Pushed<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub msg_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub content: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> Pushed<'a> {
+    pub fn parse(text: &'a str) -> serde_json::Result<Pushed<'a>> {
+        serde_json::from_str(text)
+    }
+
+    /// The `ack` frame for this push.
+    pub fn ack(&self) -> String {
+        let msg_id = serde_json::to_string(&self.msg_id).expect("a string");
+        format!(r#"{{"type":"ack","msg_id":{msg_id}}}"#)
+    }
+}

@@ -258,7 +258,7 @@ struct Inner {
     partitions: i32,
     /// Held only briefly, never across an await.
     shards: Vec<std::sync::Mutex<Shard>>,
-    /// Sends waiting for their partition's writer, whose turn is held across its append.
+    /// Sends waiting for their partition's writer (one at a time per partition).
     queued: GroupQueue<Queued>,
 }
 
@@ -543,8 +543,9 @@ impl MessageStore {
             answers.push(answer);
         }
         for (partition, group) in groups {
-            self.inner.queued.push(partition, group);
-            tokio::spawn(self.inner.clone().write_queued(partition));
+            if self.inner.queued.push(partition, group) {
+                tokio::spawn(self.inner.clone().write_queued(partition));
+            }
         }
         let mut out = Vec::with_capacity(answers.len());
         for answer in answers {

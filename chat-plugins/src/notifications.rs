@@ -88,8 +88,8 @@ struct Inner {
     partitions: i32,
     /// Held only briefly, never across an await.
     parts: Vec<std::sync::Mutex<Part>>,
-    /// Group commit. The writer's turn is held across its append, so two notifications
-    /// with one id from this process cannot both be appended.
+    /// Group commit. A partition has one writer at a time, so two notifications with one
+    /// id from this process cannot both be appended.
     queued: GroupQueue<Pending>,
 }
 
@@ -176,15 +176,14 @@ impl NotificationStore {
             timestamp_ms: now_ms,
         };
         let (reply, answer) = oneshot::channel();
-        self.inner.queued.push(
-            partition,
-            vec![Pending {
-                id: scoped,
-                record,
-                reply,
-            }],
-        );
-        tokio::spawn(self.inner.clone().write_queued(partition));
+        let pending = Pending {
+            id: scoped,
+            record,
+            reply,
+        };
+        if self.inner.queued.push(partition, vec![pending]) {
+            tokio::spawn(self.inner.clone().write_queued(partition));
+        }
         answer.await.unwrap_or(Err(LogError::ShuttingDown))
     }
 }

@@ -228,7 +228,6 @@ impl DedupStore {
     /// Appends a record per (key, value) and waits until all are durable.
     async fn append(&self, writes: Vec<(String, Option<Bytes>)>, now_ms: i64) -> Result<()> {
         let mut answers = Vec::with_capacity(writes.len());
-        let mut touched = Vec::new();
         for (key, value) in writes {
             let partition = partition_for_key(key.as_bytes(), self.partitions);
             let (reply, answer) = oneshot::channel();
@@ -238,16 +237,14 @@ impl DedupStore {
                 headers: Vec::new(),
                 timestamp_ms: now_ms,
             };
-            self.topic
-                .queued
-                .push(partition, vec![Pending { record, reply }]);
             answers.push(answer);
-            if !touched.contains(&partition) {
-                touched.push(partition);
+            if self
+                .topic
+                .queued
+                .push(partition, vec![Pending { record, reply }])
+            {
+                tokio::spawn(self.topic.clone().write_queued(partition));
             }
-        }
-        for partition in touched {
-            tokio::spawn(self.topic.clone().write_queued(partition));
         }
         for answer in answers {
             answer.await.unwrap_or(Err(LogError::ShuttingDown))?;
