@@ -220,7 +220,10 @@ fields = { msg_id = "id", sender_id = "sender_id", receiver_id = "receiver_id", 
     // CPU per event of the server and of this process (the producer, the WebSocket
     // clients and the polling), from the same phase.
     let per_event = |a: Duration, b: Duration| {
-        format!("{:.1}", b.saturating_sub(a).as_secs_f64() * 1e6 / events_n as f64)
+        format!(
+            "{:.1}",
+            b.saturating_sub(a).as_secs_f64() * 1e6 / events_n as f64
+        )
     };
     let row = |name: &str, (d, (server0, me0), (server1, me1)): Phase| {
         vec![

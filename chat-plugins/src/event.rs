@@ -36,27 +36,45 @@ impl StoredMessage {
     }
 
     /// The `message` frame pushed on the WebSocket and listed by the history API.
-    pub fn frame(&self) -> Value {
-        let mut frame = json!({
-            "type": "message",
-            "msg_id": self.msg_id,
-            "sender": self.sender_id,
-            "content": self.content,
-            "timestamp": self.timestamp,
-            "sequence_number": self.sequence_number,
-        });
-        if let Some(r) = &self.receiver_id {
-            frame["recipient"] = json!(r);
+    pub fn frame(&self) -> MessageFrame<'_> {
+        MessageFrame {
+            content: &self.content,
+            group_id: self.group_id.as_deref(),
+            msg_id: &self.msg_id,
+            recipient: self.receiver_id.as_deref(),
+            sender: &self.sender_id,
+            sequence_number: self.sequence_number,
+            // A group's messages carry the group id as their stream id too.
+            stream_id: self.stream_id.as_deref().or(self.group_id.as_deref()),
+            timestamp: self.timestamp,
+            kind: "message",
         }
-        if let Some(g) = &self.group_id {
-            frame["group_id"] = json!(g);
-            frame["stream_id"] = json!(g);
-        }
-        if let Some(s) = &self.stream_id {
-            frame["stream_id"] = json!(s);
-        }
-        frame
     }
+
+    /// The `message` frame as JSON text.
+    pub fn frame_text(&self) -> String {
+        serde_json::to_string(&self.frame()).expect("frames serialize")
+    }
+}
+
+/// A `message` frame, written straight from the message it shows (every pushed message
+/// is one, so no JSON tree is built for it). The keys are in alphabetical order, as a
+/// `serde_json::Value` writes them.
+#[derive(Debug, Serialize)]
+pub struct MessageFrame<'a> {
+    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<&'a str>,
+    msg_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient: Option<&'a str>,
+    sender: &'a str,
+    sequence_number: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_id: Option<&'a str>,
+    timestamp: i64,
+    #[serde(rename = "type")]
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,5 +103,43 @@ impl MembershipEvent {
             "event_type": self.event_type,
             "timestamp": self.timestamp,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(receiver: Option<&str>, group: Option<&str>, stream: Option<&str>) -> StoredMessage {
+        StoredMessage {
+            msg_id: "m\"1".into(),
+            sender_id: "ann".into(),
+            receiver_id: receiver.map(Into::into),
+            group_id: group.map(Into::into),
+            stream_id: stream.map(Into::into),
+            content: "hi \u{1F600} \n there".into(),
+            timestamp: 1_732_350_000_123,
+            sequence_number: 7,
+        }
+    }
+
+    #[test]
+    fn message_frames_carry_the_protocol_fields_for_streams_and_groups() {
+        let m = message(Some("bob"), None, Some("s-ann-bob"));
+        let frame: Value = serde_json::from_str(&m.frame_text()).unwrap();
+        assert_eq!(
+            frame,
+            json!({"type": "message", "msg_id": "m\"1", "sender": "ann", "recipient": "bob",
+                   "stream_id": "s-ann-bob", "content": "hi \u{1F600} \n there",
+                   "timestamp": 1_732_350_000_123i64, "sequence_number": 7})
+        );
+        let m = message(None, Some("team"), None);
+        let frame: Value = serde_json::from_str(&m.frame_text()).unwrap();
+        assert_eq!(
+            frame,
+            json!({"type": "message", "msg_id": "m\"1", "sender": "ann", "group_id": "team",
+                   "stream_id": "team", "content": "hi \u{1F600} \n there",
+                   "timestamp": 1_732_350_000_123i64, "sequence_number": 7})
+        );
     }
 }

@@ -143,7 +143,10 @@ mod tests {
     fn batches_take_whole_groups_in_order_up_to_the_budget() {
         let q: GroupQueue<usize> = GroupQueue::new(2);
         let third = BATCH_BUDGET / 3;
-        assert!(q.push(1, vec![third, third]), "the first push asks for a writer");
+        assert!(
+            q.push(1, vec![third, third]),
+            "the first push asks for a writer"
+        );
         assert!(!q.push(1, vec![third, third]), "one is coming");
         assert!(!q.push(1, vec![1]));
         assert!(q.push(0, vec![7]), "partitions have their own writers");
@@ -173,7 +176,10 @@ mod tests {
         )
         .await;
         assert_eq!(batches, vec![vec![1], vec![2, 3]]);
-        assert!(q.push(0, vec![4]), "the writer ended: the next push asks for one");
+        assert!(
+            q.push(0, vec![4]),
+            "the writer ended: the next push asks for one"
+        );
     }
 
     #[tokio::test]

@@ -89,6 +89,9 @@ struct Session<'a> {
     bad_frames: u32,
 }
 
+/// Bytes of frames collected before a write mid-turn (the turn's flush writes the rest).
+const WRITE_BATCH_BYTES: usize = 64 << 10;
+
 /// Serves an upgraded connection (admitted with [`Gateway::admit`]) until it closes or
 /// the gateway stops.
 ///
@@ -116,7 +119,10 @@ where
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .read_buffer_size(1024)
-        .write_buffer_size(0);
+        // Frames fed in one turn collect here and go out with the flush at its end: a
+        // burst of pushes is one write, not one per frame. (At 0 every frame is its own
+        // write.)
+        .write_buffer_size(WRITE_BATCH_BYTES);
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let chat_config = &gateway.chat.config;
     let mut session = Session {

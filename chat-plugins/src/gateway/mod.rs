@@ -65,7 +65,7 @@ impl Outgoing {
             conversation: m.conversation()?,
             sequence_number: m.sequence_number,
             timestamp: m.timestamp,
-            frame: Utf8Bytes::from(m.frame().to_string()),
+            frame: Utf8Bytes::from(m.frame_text()),
         })
     }
 }
