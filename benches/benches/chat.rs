@@ -174,7 +174,7 @@ fn reader(
                 continue;
             };
             if pushed.kind == "message" {
-                let content = pushed.content.unwrap_or_default().into_owned();
+                let content = pushed.content.as_deref().unwrap_or_default().to_string();
                 receipts.lock().unwrap().push((content, at));
                 count.fetch_add(1, Ordering::Relaxed);
                 if ws.send(Message::text(pushed.ack())).await.is_err() {

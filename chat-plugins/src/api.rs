@@ -353,7 +353,7 @@ impl Chat {
                 ))
             }
         };
-        let offset = self.notify(&user, kind, payload, id).await?;
+        let offset = self.notify(&user, kind, &payload, id).await?;
         Ok(HttpResponse::ok(202, json!({"offset": offset})))
     }
 }

@@ -94,7 +94,7 @@ impl Chat {
         &self,
         user: &str,
         notification_type: &str,
-        payload: serde_json::Value,
+        payload: &impl serde::Serialize,
         id: Option<&str>,
     ) -> error::Result<i64> {
         let (offset, _) = self

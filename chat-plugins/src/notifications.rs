@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::event::TYPE_HEADER;
@@ -55,6 +55,16 @@ fn id_of(c: &Consumed) -> Option<String> {
     let id = std::str::from_utf8(c.record.header(ID_HEADER)?).ok()?;
     let user = String::from_utf8_lossy(c.record.key.as_deref().unwrap_or_default());
     Some(scoped_id(&user, id))
+}
+
+/// A notification's record value (keys in alphabetical order, as earlier versions wrote
+/// them from a JSON tree).
+#[derive(Serialize)]
+struct Stored<'a, P: Serialize> {
+    notification_type: &'a str,
+    payload: &'a P,
+    timestamp: i64,
+    user_id: &'a str,
 }
 
 /// Where a queued notification gets its answer: (offset, whether the id was there before).
@@ -141,7 +151,7 @@ impl NotificationStore {
         &self,
         user: &str,
         notification_type: &str,
-        payload: Value,
+        payload: &impl Serialize,
         id: Option<&str>,
         now_ms: i64,
     ) -> Result<(i64, bool)> {
@@ -153,12 +163,13 @@ impl NotificationStore {
         {
             return Ok((offset, true));
         }
-        let value = serde_json::json!({
-            "user_id": user,
-            "notification_type": notification_type,
-            "payload": payload,
-            "timestamp": now_ms,
-        });
+        let value = serde_json::to_vec(&Stored {
+            notification_type,
+            payload,
+            timestamp: now_ms,
+            user_id: user,
+        })
+        .map_err(|e| LogError::Backend(format!("the payload cannot be written as JSON: {e}").into()))?;
         let mut headers = vec![Header {
             key: TYPE_HEADER.into(),
             value: Some(Bytes::from_static(b"notification")),
@@ -171,7 +182,7 @@ impl NotificationStore {
         }
         let record = Record {
             key: Some(Bytes::copy_from_slice(user.as_bytes())),
-            value: Some(Bytes::from(value.to_string())),
+            value: Some(Bytes::from(value)),
             headers,
             timestamp_ms: now_ms,
         };

@@ -1021,7 +1021,7 @@ async fn concurrent_notifications_share_appends_and_each_id_is_written_once() {
                 .notify(
                     &user,
                     "purchase",
-                    json!({"n": i}),
+                    &json!({"n": i}),
                     id.as_deref(),
                     chorus_chat::now_ms(),
                 )
@@ -1065,7 +1065,7 @@ async fn concurrent_notifications_share_appends_and_each_id_is_written_once() {
             .notify(
                 user,
                 "purchase",
-                json!({}),
+                &json!({}),
                 Some("shared"),
                 chorus_chat::now_ms(),
             )

@@ -140,7 +140,7 @@ impl Target for CdcTarget {
                     payload,
                 } => {
                     self.chat
-                        .notify(user, notification_type, payload.clone(), Some(id))
+                        .notify(user, notification_type, payload, Some(id))
                         .await
                         .map_err(failure)?;
                 }

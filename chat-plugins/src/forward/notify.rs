@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::dedup::DedupStore;
 use super::{Failure, Outcome, Plan, RetryPolicy, Target};
@@ -42,6 +41,29 @@ impl Default for NotifyConfig {
 
 /// Characters of the message shown in the notification.
 const PREVIEW_CHARS: usize = 140;
+
+/// The first [`PREVIEW_CHARS`] characters of `content`.
+fn preview(content: &str) -> &str {
+    let end = content
+        .char_indices()
+        .nth(PREVIEW_CHARS)
+        .map_or(content.len(), |(i, _)| i);
+    &content[..end]
+}
+
+/// A `chat` notification's payload: the conversation (its stream, or else its group),
+/// who wrote, and the start of the message.
+#[derive(Debug, Serialize)]
+struct ChatPayload<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<&'a str>,
+    msg_id: &'a str,
+    preview: &'a str,
+    sender_id: &'a str,
+    sequence_number: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_id: Option<&'a str>,
+}
 
 #[derive(Debug)]
 pub struct ChatNotifier {
@@ -142,22 +164,22 @@ impl Target for ChatNotifier {
                 if self.dedup.seen(Self::NAME, &key, now_ms()) {
                     continue;
                 }
-                let mut payload = json!({
-                    "sender_id": m.sender_id,
-                    "msg_id": m.msg_id,
-                    "sequence_number": m.sequence_number,
-                    "preview": m.content.chars().take(PREVIEW_CHARS).collect::<String>(),
-                });
-                match (&m.stream_id, &m.group_id) {
-                    (Some(s), _) => payload["stream_id"] = json!(s),
-                    (_, Some(g)) => payload["group_id"] = json!(g),
-                    _ => {}
-                }
+                let payload = ChatPayload {
+                    group_id: match m.stream_id {
+                        Some(_) => None,
+                        None => m.group_id.as_deref(),
+                    },
+                    msg_id: &m.msg_id,
+                    preview: preview(&m.content),
+                    sender_id: &m.sender_id,
+                    sequence_number: m.sequence_number,
+                    stream_id: m.stream_id.as_deref(),
+                };
                 // The id makes a re-run of this job (crash before the dedup mark) append
                 // nothing new.
                 let id = format!("chat:{}:{}:{user}", m.sender_id, m.msg_id);
                 self.chat
-                    .notify(&user, "chat", payload, Some(&id))
+                    .notify(&user, "chat", &payload, Some(&id))
                     .await
                     .map_err(|e| Failure::Retry(format!("notification for {user}: {e}")))?;
                 self.dedup
@@ -172,5 +194,19 @@ impl Target for ChatNotifier {
                 Outcome::NotNeeded
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preview_is_the_first_characters_whole() {
+        assert_eq!(preview("short"), "short");
+        let long: String = "é€😀x".repeat(50);
+        let cut = preview(&long);
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS);
+        assert!(long.starts_with(cut));
     }
 }
