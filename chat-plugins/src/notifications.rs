@@ -169,7 +169,9 @@ impl NotificationStore {
             timestamp: now_ms,
             user_id: user,
         })
-        .map_err(|e| LogError::Backend(format!("the payload cannot be written as JSON: {e}").into()))?;
+        .map_err(|e| {
+            LogError::Backend(format!("the payload cannot be written as JSON: {e}").into())
+        })?;
         let mut headers = vec![Header {
             key: TYPE_HEADER.into(),
             value: Some(Bytes::from_static(b"notification")),

@@ -4,7 +4,9 @@
 //! For every record the target makes a plan: nothing to do, a job, or a rejection (straight
 //! to the dead-letter topic). Jobs with the same ordering key (a conversation, a user) run
 //! one after another; different keys run at once, so one conversation that is retrying does
-//! not hold up the others. Jobs that queued up behind a key are handed to the target
+//! not hold up the others. The keys a poll brings to life run side by side in one task
+//! (not a task each: a stream of new conversations would otherwise cost a spawn per
+//! record). Jobs that queued up behind a key are handed to the target
 //! together ([`Target::deliver_all`]), so a busy conversation costs one durable append per
 //! round rather than one per record. A job whose dedup key the target delivered within
 //! its TTL is skipped. A failed delivery is retried with exponential backoff; after the last retry the
@@ -25,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::log::{BoxFuture, Consumed, GroupConsumer, GroupOptions, Log, StartFrom};
@@ -315,10 +318,18 @@ async fn run<T: Target>(
         } else {
             match consumer.poll(POLL_WAIT).await {
                 Ok(records) => {
+                    let mut starting = Vec::new();
                     for record in records {
                         progress.start(&record.topic, record.partition, record.offset);
-                        schedule(record, &target, &metrics, &mut progress, &worker);
+                        starting.extend(schedule(
+                            record,
+                            &target,
+                            &metrics,
+                            &mut progress,
+                            &worker,
+                        ));
                     }
+                    worker.start(starting);
                 }
                 Err(e) => {
                     tracing::warn!(target = target.name(), error = %e, "forwarder poll failed");
@@ -365,29 +376,31 @@ async fn pause_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> boo
     stopped || *stop.borrow()
 }
 
+/// Plans `record` and queues it behind its key; returns it when it is to start now (its
+/// key has nothing running).
 fn schedule<T: Target>(
     record: Consumed,
     target: &Arc<T>,
     metrics: &ForwardMetrics,
     progress: &mut Progress,
     worker: &Worker<T>,
-) {
+) -> Option<Item<T::Job>> {
     let plan = target.plan(&record);
     if let Plan::Skip = plan {
         ForwardMetrics::inc(&metrics.skipped);
         progress.finish(&record.topic, record.partition, record.offset);
-        return;
+        return None;
     }
     let item = Item { record, plan };
     if let Some(key) = item.order_key() {
         let mut queues = worker.queues.lock().expect("queues lock");
         if let Some(waiting) = queues.get_mut(key) {
             waiting.push_back(item);
-            return;
+            return None;
         }
         queues.insert(key.to_string(), VecDeque::new());
     }
-    worker.spawn(item);
+    Some(item)
 }
 
 /// Jobs waiting behind a running job with the same ordering key. The task running a key's
@@ -429,34 +442,45 @@ impl<T: Target> Clone for Worker<T> {
 }
 
 impl<T: Target> Worker<T> {
-    /// Runs `item`, then the jobs queued behind it under the same key.
-    fn spawn(&self, item: Item<T::Job>) {
-        let mut worker = self.clone();
+    /// Runs each of `items` (the first job of a key with nothing running) and then the
+    /// jobs queued behind it, the keys side by side in one task.
+    fn start(&self, items: Vec<Item<T::Job>>) {
+        if items.is_empty() {
+            return;
+        }
+        let worker = self.clone();
         tokio::spawn(async move {
-            let mut items = vec![item];
-            loop {
-                let key = items[0].order_key().map(str::to_string);
-                // Abandoned when stopping: the offsets stay uncommitted and the next run
-                // delivers them.
-                if !worker.process_all(items).await {
-                    return;
-                }
-                let Some(key) = key else {
-                    return;
-                };
-                let mut queues = worker.queues.lock().expect("queues lock");
-                items = queues.get_mut(&key).map(take_next).unwrap_or_default();
-                if items.is_empty() {
-                    queues.remove(&key);
-                    return;
-                }
-            }
+            let mut keys: FuturesUnordered<_> =
+                items.into_iter().map(|item| worker.run_key(item)).collect();
+            while keys.next().await.is_some() {}
         });
+    }
+
+    /// Runs `item`, then the jobs queued behind it under the same key.
+    async fn run_key(&self, item: Item<T::Job>) {
+        let mut items = vec![item];
+        loop {
+            let key = items[0].order_key().map(str::to_string);
+            // Abandoned when stopping: the offsets stay uncommitted and the next run
+            // delivers them.
+            if !self.process_all(items).await {
+                return;
+            }
+            let Some(key) = key else {
+                return;
+            };
+            let mut queues = self.queues.lock().expect("queues lock");
+            items = queues.get_mut(&key).map(take_next).unwrap_or_default();
+            if items.is_empty() {
+                queues.remove(&key);
+                return;
+            }
+        }
     }
 
     /// Handles `items` (one, or batchable jobs of one key) and reports each as done;
     /// false when abandoned because the forwarder is stopping.
-    async fn process_all(&mut self, mut items: Vec<Item<T::Job>>) -> bool {
+    async fn process_all(&self, mut items: Vec<Item<T::Job>>) -> bool {
         if items.len() == 1 && !items[0].batchable() {
             let item = items.pop().expect("one item");
             let done = Done::of(&item.record);
@@ -520,13 +544,13 @@ impl<T: Target> Worker<T> {
 
     /// Decides what follows a failed attempt (the `attempts`-th) and waits out the backoff
     /// when it is to be tried again.
-    async fn after_failure(&mut self, failure: Failure, attempts: u32) -> AfterFailure {
+    async fn after_failure(&self, failure: Failure, attempts: u32) -> AfterFailure {
         match failure {
             Failure::Permanent(reason) => AfterFailure::DeadLetter(reason),
             Failure::Retry(reason) if attempts <= self.policy.retries => {
                 ForwardMetrics::inc(&self.metrics.retries);
                 tracing::debug!(target = self.target.name(), attempts, %reason, "delivery failed; retrying");
-                if pause_or_stop(&mut self.stop, self.policy.backoff(attempts)).await {
+                if pause_or_stop(&mut self.stop.clone(), self.policy.backoff(attempts)).await {
                     AfterFailure::Stopping
                 } else {
                     AfterFailure::TryAgain
@@ -537,7 +561,7 @@ impl<T: Target> Worker<T> {
     }
 
     /// Handles one item; false when it was abandoned because the forwarder is stopping.
-    async fn process(&mut self, item: Item<T::Job>) -> bool {
+    async fn process(&self, item: Item<T::Job>) -> bool {
         let name = self.target.name().to_string();
         let (dedup, job) = match item.plan {
             Plan::Skip => return true,
@@ -584,7 +608,7 @@ impl<T: Target> Worker<T> {
 
     /// Appends the record to the dead-letter topic, retrying until it is durable (a record
     /// is never dropped) or the forwarder stops.
-    async fn dead_letter(&mut self, record: &Consumed, reason: &str, attempts: u32) -> bool {
+    async fn dead_letter(&self, record: &Consumed, reason: &str, attempts: u32) -> bool {
         let name = self.target.name().to_string();
         tracing::warn!(target = %name, topic = %record.topic, partition = record.partition, offset = record.offset, %reason, "dead-lettering a record");
         let mut pause = self.policy.backoff(1);
@@ -601,7 +625,7 @@ impl<T: Target> Worker<T> {
                 }
                 Err(e) => {
                     tracing::warn!(target = %name, error = %e, "cannot write to the dead-letter topic; retrying");
-                    if pause_or_stop(&mut self.stop, pause).await {
+                    if pause_or_stop(&mut self.stop.clone(), pause).await {
                         return false;
                     }
                     pause = (pause * 2).min(Duration::from_millis(self.policy.max_backoff_ms));
