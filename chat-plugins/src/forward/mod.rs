@@ -45,6 +45,10 @@ const POLL_WAIT: Duration = Duration::from_millis(200);
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// Pause before rejoining after the group refused us, or re-polling after a failed poll.
 const REJOIN_PAUSE: Duration = Duration::from_millis(500);
+/// Most keys run side by side in one task. Some keep the spawns rare; many more
+/// would share one task's cooperative budget of the runtime (a task that uses it up has
+/// its channel and lock operations refused until it yields) and one thread.
+const KEYS_PER_TASK: usize = 16;
 /// Most jobs of one key handed to [`Target::deliver_all`] at once (64 chat messages at
 /// their 10 KiB limit stay well inside one append's 1 MiB).
 const KEY_BATCH: usize = 64;
@@ -445,15 +449,16 @@ impl<T: Target> Worker<T> {
     /// Runs each of `items` (the first job of a key with nothing running) and then the
     /// jobs queued behind it, the keys side by side in one task.
     fn start(&self, items: Vec<Item<T::Job>>) {
-        if items.is_empty() {
-            return;
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let worker = self.clone();
+            let chunk: Vec<_> = items.by_ref().take(KEYS_PER_TASK).collect();
+            tokio::spawn(async move {
+                let mut keys: FuturesUnordered<_> =
+                    chunk.into_iter().map(|item| worker.run_key(item)).collect();
+                while keys.next().await.is_some() {}
+            });
         }
-        let worker = self.clone();
-        tokio::spawn(async move {
-            let mut keys: FuturesUnordered<_> =
-                items.into_iter().map(|item| worker.run_key(item)).collect();
-            while keys.next().await.is_some() {}
-        });
     }
 
     /// Runs `item`, then the jobs queued behind it under the same key.
