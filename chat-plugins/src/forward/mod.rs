@@ -489,7 +489,8 @@ impl<T: Target> Worker<T> {
         if items.len() == 1 && !items[0].batchable() {
             let item = items.pop().expect("one item");
             let done = Done::of(&item.record);
-            if !self.process(item).await {
+            // Boxed: the single-job path would otherwise widen every key's future.
+            if !Box::pin(self.process(item)).await {
                 return false;
             }
             let _ = self.done_tx.send(done);
@@ -531,12 +532,14 @@ impl<T: Target> Worker<T> {
                 None if !outcomes.is_empty() || start >= jobs.len() => continue,
                 None => Failure::Retry("the target delivered none of the jobs".into()),
             };
-            let reason = match self.after_failure(failure, attempts).await {
+            // The failure paths are boxed: a key's future is moved whole when it starts,
+            // and their timers would make every one of them several times larger.
+            let reason = match Box::pin(self.after_failure(failure, attempts)).await {
                 AfterFailure::TryAgain => continue,
                 AfterFailure::Stopping => return false,
                 AfterFailure::DeadLetter(reason) => reason,
             };
-            if !self.dead_letter(&records[start], &reason, attempts).await {
+            if !Box::pin(self.dead_letter(&records[start], &reason, attempts)).await {
                 return false;
             }
             self.target.dead_lettered(&jobs[start]);
@@ -570,7 +573,9 @@ impl<T: Target> Worker<T> {
         let name = self.target.name().to_string();
         let (dedup, job) = match item.plan {
             Plan::Skip => return true,
-            Plan::Reject(reason) => return self.dead_letter(&item.record, &reason, 1).await,
+            Plan::Reject(reason) => {
+                return Box::pin(self.dead_letter(&item.record, &reason, 1)).await
+            }
             Plan::Deliver { dedup, job, .. } => (dedup, job),
         };
         if let Some((key, _)) = &dedup {
@@ -590,12 +595,12 @@ impl<T: Target> Worker<T> {
                 }
                 Err(f) => f,
             };
-            let reason = match self.after_failure(failure, attempts).await {
+            let reason = match Box::pin(self.after_failure(failure, attempts)).await {
                 AfterFailure::TryAgain => continue,
                 AfterFailure::Stopping => return false,
                 AfterFailure::DeadLetter(reason) => reason,
             };
-            let dead = self.dead_letter(&item.record, &reason, attempts).await;
+            let dead = Box::pin(self.dead_letter(&item.record, &reason, attempts)).await;
             if dead {
                 self.target.dead_lettered(&job);
             }
