@@ -164,12 +164,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for Top<'a> {
 /// text; `None` for every other form (and for oddities such as a repeated key), which
 /// [`parse`] then reads as a JSON tree. Gives what [`parse`]'s general path would.
 fn change_event(bytes: &[u8]) -> Option<Result<Change, EnvelopeError>> {
-    let top: Top = serde_json::from_slice(bytes).ok()?;
+    let mut top: Top = serde_json::from_slice(bytes).ok()?;
     if top.repeated {
         return None;
     }
+    // One wrapper is taken off, as `unwrap_schema` does.
     if top.schema && top.keys == 2 {
-        return change_event(top.payload?.get().as_bytes());
+        top = serde_json::from_str(top.payload?.get()).ok()?;
+        if top.repeated {
+            return None;
+        }
     }
     let op: Cow<str> = serde_json::from_str(top.op?.get()).ok()?;
     match op.as_ref() {
@@ -391,6 +395,8 @@ mod tests {
             r#"{"schema":{},"payload":{"op":"c","after":{"id":2}}}"#,
             r#"{"schema":{},"payload":{"op":"d","before":{"id":2}},"extra":1}"#,
             r#"{"schema":{},"payload":null}"#,
+            r#"{"schema":{},"payload":{"schema":{},"payload":{"op":"c","after":{"id":3}}}}"#,
+            r#"{"schema":{},"payload":{"op":"c","op":"c","after":{"id":3}}}"#,
             r#"{"op":"c","after":{"id":1}} trailing"#,
         ] {
             events.push(odd.as_bytes().to_vec());
