@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_benches::{print_table, process_cpu_time, ws_client_config, Chorus, Pushed};
+use chorus_benches::{
+    print_table, process_cpu_time, quick, wanted, ws_client_config, Chorus, Pushed,
+};
 use chorus_chat::auth::Verifier;
 use futures_util::{SinkExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -37,15 +39,6 @@ const PARTITIONS: i32 = 8;
 
 /// A phase's wall time and the (server, bench) CPU times before and after it.
 type Phase = (Duration, (Duration, Duration), (Duration, Duration));
-
-fn quick() -> bool {
-    std::env::var_os("CHORUS_BENCH_QUICK").is_some()
-}
-
-/// Whether row `name` is wanted (`CHORUS_BENCH_ONLY`, comma-separated; all by default).
-fn wanted(name: &str) -> bool {
-    std::env::var("CHORUS_BENCH_ONLY").map_or(true, |only| only.split(',').any(|w| w == name))
-}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

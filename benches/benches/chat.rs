@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chorus_benches::{
-    floor, percentile, print_table, process_cpu_time, ws_client_config, Chorus, Pushed,
+    floor, percentile, print_table, process_cpu_time, quick, ws_client_config, Chorus, Pushed,
 };
 use chorus_chat::auth::Verifier;
 use futures_util::{SinkExt, StreamExt};
@@ -32,10 +32,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "bench-secret";
-
-fn quick() -> bool {
-    std::env::var_os("CHORUS_BENCH_QUICK").is_some()
-}
 
 fn main() {
     // Started again as the writer end of the kernel-floor reference.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use chorus_benches::{median, print_table, Chorus};
+use chorus_benches::{median, print_table, quick, wanted, Chorus};
 use chorus_coordinator::assignor::{Assignor, GroupAssignment, RangeAssignor, Subscriber};
 use chorus_coordinator::consumer_protocol::{
     encode_assignment, encode_subscription, subscription_topics,
@@ -40,14 +40,6 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn quick() -> bool {
-    std::env::var_os("CHORUS_BENCH_QUICK").is_some()
-}
-
-fn wanted(table: &str) -> bool {
-    std::env::var("CHORUS_BENCH_ONLY").map_or(true, |only| only.split(',').any(|t| t == table))
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs benches without it, and

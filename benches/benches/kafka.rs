@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chorus_benches::{
-    fsync_per_mib, median, page_cache_write, percentile, print_table, size_label, Chorus,
+    fsync_per_mib, median, page_cache_write, percentile, print_table, quick, size_label, wanted,
+    Chorus,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -31,10 +32,6 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
-
-fn quick() -> bool {
-    std::env::var_os("CHORUS_BENCH_QUICK").is_some()
-}
 
 /// Message sizes to run (`CHORUS_BENCH_SIZES=16384` picks one row group, for profiling).
 fn sizes() -> Vec<usize> {
@@ -457,11 +454,6 @@ fn main() {
         targets.chorus.bootstrap,
         targets.mock.bootstrap_servers()
     );
-    let only = std::env::var("CHORUS_BENCH_ONLY").ok();
-    let wanted = |name: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|w| w == name))
-    };
     if wanted("produce") {
         throughput(&targets);
     }

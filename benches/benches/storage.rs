@@ -16,13 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_benches::{fsync_per_mib, mb_per_s, median, print_table, size_label, time};
+use chorus_benches::{
+    fsync_per_mib, mb_per_s, median, print_table, quick, size_label, time, wanted,
+};
 use chorus_storage::batch::BatchBuilder;
 use chorus_storage::{Log, LogConfig, LogOptions, ReadLimits};
-
-fn quick() -> bool {
-    std::env::var_os("CHORUS_BENCH_QUICK").is_some()
-}
 
 fn scratch() -> tempfile::TempDir {
     match std::env::var_os("CHORUS_BENCH_DIR") {
@@ -322,11 +320,6 @@ fn main() {
         "Chorus storage benchmarks ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let only = std::env::var("CHORUS_BENCH_ONLY").ok();
-    let wanted = |name: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|w| w == name))
-    };
     if wanted("append") {
         append_throughput();
     }

@@ -10,6 +10,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `CHORUS_BENCH_QUICK` is set: a short smoke run.
+pub fn quick() -> bool {
+    std::env::var_os("CHORUS_BENCH_QUICK").is_some()
+}
+
+/// Whether part `name` of a benchmark is to run: `CHORUS_BENCH_ONLY` lists the wanted
+/// parts, comma-separated; unset, every part runs.
+pub fn wanted(name: &str) -> bool {
+    std::env::var("CHORUS_BENCH_ONLY").map_or(true, |only| only.split(',').any(|w| w == name))
+}
+
 /// Runs `f` and returns how long it took.
 pub fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     let start = Instant::now();

@@ -279,9 +279,6 @@ impl Inner {
     /// Takes in the log's records of `partition` from where the shard is up to `until`.
     async fn catch_up(&self, partition: i32, until: i64) -> crate::log::Result<()> {
         let from = self.shard(partition).applied_end;
-        if from >= until {
-            return Ok(());
-        }
         read_range(
             self.log.as_ref(),
             &self.topic,

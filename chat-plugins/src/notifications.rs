@@ -215,9 +215,6 @@ impl Inner {
 
     async fn catch_up(&self, partition: i32, until: i64) -> Result<()> {
         let from = self.part(partition).applied_end;
-        if from >= until {
-            return Ok(());
-        }
         read_range(
             self.log.as_ref(),
             &self.topic,
