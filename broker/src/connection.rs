@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
 use crate::handler::{self, RequestContext};
-use crate::response::{Response, SpliceBuf};
+use crate::response::{Response, Shareable, SpliceBuf};
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,7 @@ pub async fn serve(
             biased;
             Some(done) = pending.next(), if !pending.is_empty() => match done {
                 Ok(Some(mut response)) => {
-                    if let Err(e) = write.write_all_buf(&mut response).await {
+                    if let Err(e) = response.write_to(&mut write).await {
                         failure = Some(e.into());
                         break;
                     }
@@ -151,7 +151,7 @@ pub async fn serve(
                 }
                 Some(Ok(raw)) => match process(&mut ctx, raw).await {
                     Ok(Handled::Done(Some(mut response))) if pending.is_empty() => {
-                        if let Err(e) = write.write_all_buf(&mut response).await {
+                        if let Err(e) = response.write_to(&mut write).await {
                             failure = Some(e.into());
                             break;
                         }
@@ -276,17 +276,17 @@ pub fn encode<R: Encodable>(
     correlation_id: i32,
     response: &R,
 ) -> Result<Response, FrameError> {
-    encode_sharing(api, version, correlation_id, response, Vec::new())
+    encode_sharing(api, version, correlation_id, response, Shareable::default())
 }
 
-/// Like [`encode`], but large parts of the response that are slices of `shareable` (a
-/// fetch's record data) are referenced instead of copied; see [`SpliceBuf`].
+/// Like [`encode`], but large parts of the response that `shareable` names (a fetch's record
+/// data) are referenced instead of copied; see [`SpliceBuf`].
 pub fn encode_sharing<R: Encodable>(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     response: &R,
-    shareable: Vec<Bytes>,
+    shareable: Shareable,
 ) -> Result<Response, FrameError> {
     let header_version = api.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
@@ -305,7 +305,7 @@ pub fn encode_sharing<R: Encodable>(
         .encode(&mut buf, header_version)
         .map_err(encode_err)?;
     response.encode(&mut buf, version).map_err(encode_err)?;
-    Ok(buf.finish())
+    buf.finish().map_err(|e| encode_err(e.into()))
 }
 
 /// Decodes a request body of the version in the header. Trailing bytes are tolerated, as

@@ -233,6 +233,18 @@ impl OffsetIndex {
         self.file.entries.checked_sub(1).map(|i| self.entry(i))
     }
 
+    /// The last entry with position `<= max_position` and offset `<= max_offset`. Both grow
+    /// with the entry number, so the entries that qualify are a prefix.
+    pub fn last_within(&self, max_position: u64, max_offset: i64) -> Option<(i64, u64)> {
+        let rel = max_offset - self.base_offset;
+        if rel < 0 {
+            return None;
+        }
+        self.file
+            .last_matching(|e| u32_at(e, 0) as i64 <= rel && u32_at(e, 4) as u64 <= max_position)
+            .map(|i| self.entry(i))
+    }
+
     fn entry(&self, i: usize) -> (i64, u64) {
         let e = self.file.entry(i);
         (self.base_offset + u32_at(e, 0) as i64, u32_at(e, 4) as u64)

@@ -22,6 +22,7 @@ use crate::config::LogConfig;
 use crate::durability::{Durability, Turn};
 use crate::error::{LogError, Result};
 use crate::io::Io;
+use crate::records::{Records, RecordsRead};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{BatchMeta, IndexSizing, Segment};
 
@@ -588,6 +589,28 @@ impl Log {
 
     /// Reads whole batches starting with the one that contains `offset`.
     pub fn read(&self, offset: i64, limits: ReadLimits) -> Result<LogRead> {
+        let read = self.read_records(offset, limits, u64::MAX)?;
+        let bytes = match read.records {
+            Records::Bytes(bytes) => bytes,
+            Records::File(range) => range.read()?,
+        };
+        Ok(LogRead {
+            bytes,
+            log_start_offset: read.log_start_offset,
+            log_end_offset: read.log_end_offset,
+        })
+    }
+
+    /// Like [`Log::read`], but when the batches to return make a run of at least `file_min`
+    /// bytes that the offset index can delimit, they come back as a range of the segment
+    /// file for the caller to send without reading (that run may be up to one index
+    /// interval shorter than what `read` returns).
+    pub fn read_records(
+        &self,
+        offset: i64,
+        limits: ReadLimits,
+        file_min: u64,
+    ) -> Result<RecordsRead> {
         let log_start = self.log_start_offset();
         let log_end = self.log_end_offset();
         if offset < log_start || offset > log_end {
@@ -597,22 +620,27 @@ impl Log {
                 log_end,
             });
         }
-        let empty = |bytes| LogRead {
-            bytes,
+        let found = |records| RecordsRead {
+            records,
             log_start_offset: log_start,
             log_end_offset: log_end,
         };
         let limit = limits.max_offset.unwrap_or(i64::MAX).min(log_end);
         if offset >= limit {
-            return Ok(empty(Vec::new()));
+            return Ok(found(Records::Bytes(Vec::new())));
         }
         for seg in self.segments_from(offset) {
             if let Some((pos, _)) = seg.find(offset)? {
+                if let Some(end) = seg.whole_batches_end(pos, limits.max_bytes, limit) {
+                    if end - pos >= file_min {
+                        return Ok(found(Records::File(seg.file_range(pos, end - pos))));
+                    }
+                }
                 let bytes = seg.read(pos, limits.max_bytes, limits.min_one_batch, limit)?;
-                return Ok(empty(bytes));
+                return Ok(found(Records::Bytes(bytes)));
             }
         }
-        Ok(empty(Vec::new()))
+        Ok(found(Records::Bytes(Vec::new())))
     }
 
     /// The segments that may hold `offset` or anything after it.

@@ -9,12 +9,13 @@ use std::fs::{File, OpenOptions};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use crate::batch::{self, BatchError, BatchHeader, Strictness, TimestampType, HEADER_LEN};
 use crate::error::{IoOp, LogError, Result};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{read_at_most, read_vec_at, Io};
+use crate::records::FileRange;
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
@@ -91,7 +92,8 @@ pub(crate) enum ScanEnd {
 pub(crate) struct Segment {
     base_offset: i64,
     log_path: PathBuf,
-    file: File,
+    /// Shared with [`FileRange`]s handed to readers, which may outlive the segment.
+    file: Arc<File>,
     /// Bytes of whole batches readers may see.
     size: AtomicU64,
     /// One past the last offset of the last batch (the base offset when empty).
@@ -133,7 +135,7 @@ impl Segment {
         Ok(Segment {
             base_offset,
             log_path,
-            file,
+            file: Arc::new(file),
             size: AtomicU64::new(0),
             next_offset: AtomicI64::new(base_offset),
             max_timestamp: AtomicI64::new(-1),
@@ -193,7 +195,7 @@ impl Segment {
         Ok(Some(Segment {
             base_offset,
             log_path,
-            file,
+            file: Arc::new(file),
             size: AtomicU64::new(size),
             next_offset: AtomicI64::new(next_offset),
             max_timestamp: AtomicI64::new(max_timestamp),
@@ -269,7 +271,7 @@ impl Segment {
             Segment {
                 base_offset,
                 log_path,
-                file,
+                file: Arc::new(file),
                 size: AtomicU64::new(valid),
                 next_offset: AtomicI64::new(next_offset),
                 max_timestamp: AtomicI64::new(max_timestamp),
@@ -418,6 +420,44 @@ impl Segment {
             },
         )?;
         Ok(found)
+    }
+
+    /// Where a run of whole batches from `position` ends, found from the offset index
+    /// without reading the log: at most `max_bytes` of them, none starting at or after
+    /// `offset_limit`. Index entries name batch starts, so the run may stop up to one index
+    /// interval short of what [`Segment::read`] would return. `None` when the index has no
+    /// entry that helps (the caller then reads).
+    pub fn whole_batches_end(
+        &self,
+        position: u64,
+        max_bytes: usize,
+        offset_limit: i64,
+    ) -> Option<u64> {
+        // Size before next offset: an append publishes the offset first, so every batch
+        // within `size` starts below `next`.
+        let size = self.size();
+        let next = self.next_offset();
+        let want_end = position.saturating_add(max_bytes as u64);
+        if size <= want_end && next <= offset_limit {
+            return (size > position).then_some(size);
+        }
+        let (_, end) = self
+            .indexes
+            .read()
+            .expect("index lock")
+            .offset
+            .last_within(want_end.min(size), offset_limit)?;
+        (end > position).then_some(end)
+    }
+
+    /// `len` bytes of the log file from `position`, for a reader to send without copying.
+    pub fn file_range(&self, position: u64, len: u64) -> FileRange {
+        FileRange {
+            file: Arc::clone(&self.file),
+            path: self.log_path.clone(),
+            position,
+            len,
+        }
     }
 
     /// Whole batches from `position`, at most `max_bytes` of them (or the first batch alone

@@ -7,6 +7,10 @@
 //! response, except that the first batch of the first non-empty partition is always returned
 //! whole (KIP-74) so a consumer can make progress past a large batch.
 //!
+//! Record data of 64 KiB or more that the segment's offset index can delimit is not read
+//! here: the response carries the file range and the connection sends it with `sendfile`
+//! (see `crate::response`).
+//!
 //! Fetch sessions (KIP-227) are optional in the protocol; this broker answers with session
 //! id 0, which tells clients to keep sending full fetch requests.
 
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_storage::{LogRead, ReadLimits};
+use chorus_storage::{FileRange, ReadLimits, Records};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -26,6 +30,13 @@ use tokio::time::Instant;
 use super::RequestContext;
 use crate::error::BrokerError;
 use crate::partition::{Partition, LEADER_EPOCH};
+use crate::response::{placeholder, Shareable, SPLICE_MIN};
+
+/// Record data at least this long is sent from the file; shorter runs are read, since a
+/// `sendfile` per partition costs more than copying them.
+const FILE_RANGE_MIN: u64 = 64 << 10;
+// A placeholder shorter than this would be copied, not replaced.
+const _: () = assert!(FILE_RANGE_MIN as usize >= SPLICE_MIN);
 
 pub const VERSIONS: VersionRange = FetchRequest::VERSIONS;
 
@@ -41,18 +52,30 @@ struct Target {
 
 /// What a gather pass found for one partition.
 enum Found {
-    Data(LogRead),
+    Data {
+        /// The record data, or for a file range its placeholder.
+        records: Bytes,
+        file: Option<FileRange>,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     /// An error code.
     Failed(i16),
 }
 
-pub async fn handle(ctx: &RequestContext, request: FetchRequest, version: i16) -> FetchResponse {
+/// The response, and the record data its encoder may share instead of copying.
+pub async fn handle(
+    ctx: &RequestContext,
+    request: FetchRequest,
+    version: i16,
+) -> (FetchResponse, Shareable) {
     let read_committed = request.isolation_level == 1;
     if request.session_id != 0 {
         // We never hand out sessions, so a client naming one is out of sync.
-        return FetchResponse::default()
+        let response = FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);
+        return (response, Shareable::default());
     }
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let deadline = Instant::now() + wait;
@@ -106,7 +129,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest, version: i16) -
         let bytes: usize = found
             .iter()
             .map(|f| match f {
-                Found::Data(r) => r.bytes.len(),
+                Found::Data { records, .. } => records.len(),
                 Found::Failed(_) => 0,
             })
             .sum();
@@ -127,15 +150,27 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest, version: i16) -
         }
     };
 
+    let mut shareable = Shareable::default();
     for (target, found) in targets.iter().zip(found) {
         let data = match found {
-            Found::Data(read) => PartitionData::default()
-                .with_partition_index(target.index)
-                .with_high_watermark(read.log_end_offset)
-                .with_last_stable_offset(read.log_end_offset)
-                .with_log_start_offset(read.log_start_offset)
-                .with_aborted_transactions(read_committed.then(Vec::new))
-                .with_records(Some(Bytes::from(read.bytes))),
+            Found::Data {
+                records,
+                file,
+                log_start_offset,
+                log_end_offset,
+            } => {
+                match file {
+                    Some(range) => shareable.files.push((records.clone(), range)),
+                    None => shareable.bytes.push(records.clone()),
+                }
+                PartitionData::default()
+                    .with_partition_index(target.index)
+                    .with_high_watermark(log_end_offset)
+                    .with_last_stable_offset(log_end_offset)
+                    .with_log_start_offset(log_start_offset)
+                    .with_aborted_transactions(read_committed.then(Vec::new))
+                    .with_records(Some(records))
+            }
             Found::Failed(code) => {
                 let mut data = PartitionData::default()
                     .with_partition_index(target.index)
@@ -154,21 +189,10 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest, version: i16) -
         };
         topics[target.topic].partitions.push(data);
     }
-    FetchResponse::default()
+    let response = FetchResponse::default()
         .with_session_id(0)
-        .with_responses(topics)
-}
-
-/// The record data of every partition in `response`, which the encoder may send without
-/// copying it (see `crate::response`).
-pub fn record_data(response: &FetchResponse) -> Vec<Bytes> {
-    response
-        .responses
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .filter_map(|p| p.records.clone())
-        .filter(|r| !r.is_empty())
-        .collect()
+        .with_responses(topics);
+    (response, shareable)
 }
 
 fn check_epoch(current_leader_epoch: i32) -> Result<(), BrokerError> {
@@ -194,6 +218,7 @@ async fn gather(ctx: &RequestContext, targets: &[Target], response_max: usize) -
         .blocking(move |_| {
             let mut remaining = response_max;
             let mut any = false;
+            let mut files = 0;
             Ok(jobs
                 .into_iter()
                 .map(|job| match job {
@@ -204,15 +229,38 @@ async fn gather(ctx: &RequestContext, targets: &[Target], response_max: usize) -
                             min_one_batch: !any,
                             max_offset: None,
                         };
-                        match p.log.read(offset, limits) {
-                            Ok(read) => {
-                                if !read.bytes.is_empty() {
-                                    any = true;
-                                    remaining = remaining.saturating_sub(read.bytes.len());
+                        let read = p.log.read_records(offset, limits, FILE_RANGE_MIN);
+                        let read = match read {
+                            Ok(read) => read,
+                            Err(e) => return Found::Failed(BrokerError::from(e).code()),
+                        };
+                        let (records, file) = match read.records {
+                            Records::Bytes(bytes) => (Bytes::from(bytes), None),
+                            Records::File(range) => {
+                                match placeholder(files, range.len() as usize) {
+                                    Some(p) => {
+                                        files += 1;
+                                        (p, Some(range))
+                                    }
+                                    // Too long for a placeholder: read it after all.
+                                    None => match range.read() {
+                                        Ok(bytes) => (Bytes::from(bytes), None),
+                                        Err(e) => {
+                                            return Found::Failed(BrokerError::from(e).code())
+                                        }
+                                    },
                                 }
-                                Found::Data(read)
                             }
-                            Err(e) => Found::Failed(BrokerError::from(e).code()),
+                        };
+                        if !records.is_empty() {
+                            any = true;
+                            remaining = remaining.saturating_sub(records.len());
+                        }
+                        Found::Data {
+                            records,
+                            file,
+                            log_start_offset: read.log_start_offset,
+                            log_end_offset: read.log_end_offset,
                         }
                     }
                 })

@@ -156,9 +156,8 @@ pub async fn dispatch(ctx: &RequestContext, mut frame: Frame) -> Result<Handled,
         }
         ApiKey::Fetch => {
             let request = decode(&mut frame)?;
-            let response = fetch::handle(ctx, request, version).await;
-            let records = fetch::record_data(&response);
-            encode_sharing(api, version, correlation_id, &response, records)
+            let (response, shareable) = fetch::handle(ctx, request, version).await;
+            encode_sharing(api, version, correlation_id, &response, shareable)
                 .map(|r| Handled::Done(Some(r)))
         }
         ApiKey::ListOffsets => route!(list_offsets),

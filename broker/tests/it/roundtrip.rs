@@ -178,39 +178,47 @@ async fn acknowledged_messages_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_partitions_and_large_messages() {
-    // One fetch answers all four partitions, each with 600 KiB of record data that goes to
-    // the socket as its own chunk (see `chorus_broker::response`): every partition gets a
-    // different payload, so chunks sent in the wrong place or order would show.
+    // Each fetch answers all four partitions, each with up to 1 MiB of 600 KiB records that go
+    // to the socket from the segment file (`sendfile`, see `chorus_broker::response`), ended
+    // by the offset index where the limit cuts. Every record has a different payload, so
+    // ranges sent in the wrong place, order or length would show.
     let broker = TestBroker::start_with(|c| c.num_partitions = 4).await;
     let producer: FutureProducer = rdkafka_config(&broker.bootstrap()).create().unwrap();
-    let payload = |p: i32| -> Vec<u8> {
+    let payload = |p: i32, n: i64| -> Vec<u8> {
         (0..600usize << 10)
-            .map(|i| (i.wrapping_mul(31) as u8) ^ (p as u8 * 67))
+            .map(|i| (i.wrapping_mul(31) as u8) ^ (p as u8 * 67) ^ (n as u8 * 13))
             .collect()
     };
-    for p in 0..4 {
-        within(
-            30,
-            producer.send(
-                FutureRecord::<(), _>::to("multi")
-                    .partition(p)
-                    .payload(&payload(p)),
-                Duration::from_secs(10),
-            ),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    for n in 0..3 {
+        for p in 0..4 {
+            within(
+                30,
+                producer.send(
+                    FutureRecord::<(), _>::to("multi")
+                        .partition(p)
+                        .payload(&payload(p, n)),
+                    Duration::from_secs(10),
+                ),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
     }
-    let messages = consume(&broker.bootstrap(), "multi", &[0, 1, 2, 3], 4, 30).await;
-    let mut partitions: Vec<i32> = messages.iter().map(|m| m.partition()).collect();
-    partitions.sort();
-    assert_eq!(partitions, vec![0, 1, 2, 3]);
+    let messages = consume(&broker.bootstrap(), "multi", &[0, 1, 2, 3], 12, 30).await;
+    let mut seen: Vec<(i32, i64)> = messages
+        .iter()
+        .map(|m| (m.partition(), m.offset()))
+        .collect();
+    seen.sort();
+    let all: Vec<(i32, i64)> = (0..4).flat_map(|p| (0..3).map(move |n| (p, n))).collect();
+    assert_eq!(seen, all);
     for m in &messages {
         assert!(
-            m.payload() == Some(&payload(m.partition())[..]),
-            "partition {} came back with other bytes",
-            m.partition()
+            m.payload() == Some(&payload(m.partition(), m.offset())[..]),
+            "partition {} offset {} came back with other bytes",
+            m.partition(),
+            m.offset()
         );
     }
     broker.stop().await;

@@ -6,6 +6,7 @@ mod compaction;
 mod crash;
 mod durability;
 mod faults;
+mod file_ranges;
 mod log_basics;
 mod manager;
 mod model;
