@@ -23,6 +23,10 @@ pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
 
 const SCAN_CHUNK: usize = 4 << 20;
 const FIND_CHUNK: usize = 64 << 10;
+/// The first read of a header walk. A lookup usually finds its batch within one index
+/// interval of the entry it starts from, so a fetch's lookup reads this much, not
+/// `FIND_CHUNK`; longer walks double the reads up to `FIND_CHUNK`.
+const FIND_FIRST: usize = 8 << 10;
 
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{suffix}"))
@@ -705,10 +709,14 @@ fn walk(
     need_bytes: bool,
     mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<ControlFlow<()>>,
 ) -> Result<ScanEnd> {
-    let chunk = if need_bytes { SCAN_CHUNK } else { FIND_CHUNK };
+    let chunk = if need_bytes { SCAN_CHUNK } else { FIND_FIRST };
     let mut buf = vec![0u8; chunk.min(end.saturating_sub(from) as usize).max(HEADER_LEN)];
     let mut pos = from;
     while pos < end {
+        if !need_bytes && buf.len() < FIND_CHUNK && pos > from {
+            let grown = (buf.len() * 2).min(FIND_CHUNK);
+            buf.resize(grown.min((end - pos) as usize).max(buf.len()), 0);
+        }
         let want = (buf.len() as u64).min(end - pos) as usize;
         let n = read_at_most(file, path, &mut buf[..want], pos)?;
         if n < want {

@@ -224,6 +224,17 @@ async fn gather(ctx: &RequestContext, targets: &[Target], response_max: usize) -
                 .map(|job| match job {
                     Err(code) => Found::Failed(code),
                     Ok((p, offset, max_bytes)) => {
+                        let (start, end) = (p.log.log_start_offset(), p.log.log_end_offset());
+                        if any && remaining == 0 && (start..=end).contains(&offset) {
+                            // The response is full: nothing to look up (an offset out of
+                            // range still goes to the read below, for its error).
+                            return Found::Data {
+                                records: Bytes::new(),
+                                file: None,
+                                log_start_offset: start,
+                                log_end_offset: end,
+                            };
+                        }
                         let limits = ReadLimits {
                             max_bytes: max_bytes.min(remaining),
                             min_one_batch: !any,

@@ -223,3 +223,52 @@ async fn fetch_by_topic_id_in_v13_and_later() {
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_after_a_full_response_come_back_empty_with_their_offsets_or_errors() {
+    let broker = TestBroker::start().await;
+    let mut wire = Wire::connect(&broker.bootstrap()).await;
+    create_topic(&mut wire, "full", 3).await;
+    for p in 0..3 {
+        for i in 0..3 {
+            let _: ProduceResponse = wire
+                .call(
+                    ApiKey::Produce,
+                    9,
+                    &produce_request("full", p, record(&vec![i as u8; 1000]), 1),
+                )
+                .await;
+        }
+    }
+    let one = record(&[0u8; 1000]).len();
+    // Room for two batches in the response: partition 0 takes it all.
+    let partitions = [(0, 0), (1, 0), (2, 99)]
+        .into_iter()
+        .map(|(p, offset)| {
+            FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes((one * 2) as i32)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic("full"))
+            .with_partitions(partitions)]);
+    let resp: FetchResponse = wire.call(ApiKey::Fetch, 11, &request).await;
+    let parts = &resp.responses[0].partitions;
+    let len = |i: usize| parts[i].records.as_ref().map_or(0, |r| r.len());
+    assert_eq!((parts[0].error_code, len(0)), (0, one * 2));
+    assert_eq!((parts[1].error_code, len(1)), (0, 0), "no room left");
+    assert_eq!((parts[1].high_watermark, parts[1].log_start_offset), (3, 0));
+    assert_eq!(
+        parts[2].error_code, 1,
+        "OFFSET_OUT_OF_RANGE even without room"
+    );
+    broker.stop().await;
+}
