@@ -97,6 +97,8 @@ impl Response {
     /// range that is not cached (an old segment read cold) makes it wait for the disk, as in
     /// Kafka's network threads.
     pub async fn write_to(&mut self, out: &mut OwnedWriteHalf) -> io::Result<()> {
+        // Leading empty chunks (an empty response) would be a write of nothing.
+        self.advance(0);
         while self.next < self.chunks.len() {
             let written = match &self.chunks[self.next] {
                 Chunk::Bytes(_) => {
@@ -419,10 +421,9 @@ mod tests {
         let r = buf.finish().unwrap();
         assert_eq!(r.chunks.len(), 1);
         assert_eq!(sent(r).await, [1, 2, 3, 4, 5]);
-        assert!(SpliceBuf::new(0, Shareable::default())
-            .finish()
-            .unwrap()
-            .is_empty());
+        let empty = SpliceBuf::new(0, Shareable::default()).finish().unwrap();
+        assert!(empty.is_empty());
+        assert!(sent(empty).await.is_empty());
     }
 
     #[tokio::test]
