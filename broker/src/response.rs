@@ -14,6 +14,7 @@
 //! placeholder that is not replaced (copied instead) would send zeros, so `finish` fails
 //! then and the connection is closed.
 
+use std::cell::UnsafeCell;
 use std::io::{self, IoSlice};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -29,10 +30,25 @@ use tokio::net::TcpStream;
 pub(crate) const SPLICE_MIN: usize = 4096;
 
 /// Size of the region placeholders are cut from. A file range longer than this (less the
-/// placeholder's index) is read into memory instead. Nothing ever writes or reads the
-/// region, so it costs address space, not memory.
+/// placeholder's index) is read into memory instead.
 const PLACEHOLDER_REGION: usize = 16 << 20;
-static PLACEHOLDERS: [u8; PLACEHOLDER_REGION] = [0; PLACEHOLDER_REGION];
+
+/// The placeholders' zeros. The cell is never written: it is there because a static with
+/// interior mutability is placed in `.bss` (address space, no bytes in the binary, no
+/// memory until touched), where a plain immutable one went to `.rodata` and made the
+/// executable 16 MiB larger.
+struct Region(UnsafeCell<[u8; PLACEHOLDER_REGION]>);
+
+// SAFETY: nothing writes through the cell, so shared reads from any thread are sound.
+unsafe impl Sync for Region {}
+
+static PLACEHOLDERS: Region = Region(UnsafeCell::new([0; PLACEHOLDER_REGION]));
+
+fn placeholder_region() -> &'static [u8] {
+    // SAFETY: the cell is never written (see `Region`), so a shared borrow for the life
+    // of the program aliases no mutable access.
+    unsafe { &*PLACEHOLDERS.0.get() }
+}
 
 /// Iovecs per vectored write.
 const MAX_IOV: usize = 64;
@@ -42,7 +58,7 @@ const MAX_IOV: usize = 64;
 /// is how [`SpliceBuf`] tells them apart.
 pub fn placeholder(index: usize, len: usize) -> Option<Bytes> {
     let end = index.checked_add(len)?;
-    (end <= PLACEHOLDER_REGION).then(|| Bytes::from_static(&PLACEHOLDERS[index..end]))
+    (end <= PLACEHOLDER_REGION).then(|| Bytes::from_static(&placeholder_region()[index..end]))
 }
 
 /// Data a [`SpliceBuf`] may reference instead of copying.

@@ -161,7 +161,8 @@ pub async fn handle(
             } => {
                 match file {
                     Some(range) => shareable.files.push((records.clone(), range)),
-                    None => shareable.bytes.push(records.clone()),
+                    None if !records.is_empty() => shareable.bytes.push(records.clone()),
+                    None => {}
                 }
                 PartitionData::default()
                     .with_partition_index(target.index)
@@ -224,16 +225,18 @@ async fn gather(ctx: &RequestContext, targets: &[Target], response_max: usize) -
                 .map(|job| match job {
                     Err(code) => Found::Failed(code),
                     Ok((p, offset, max_bytes)) => {
-                        let (start, end) = (p.log.log_start_offset(), p.log.log_end_offset());
-                        if any && remaining == 0 && (start..=end).contains(&offset) {
+                        if any && remaining == 0 {
                             // The response is full: nothing to look up (an offset out of
                             // range still goes to the read below, for its error).
-                            return Found::Data {
-                                records: Bytes::new(),
-                                file: None,
-                                log_start_offset: start,
-                                log_end_offset: end,
-                            };
+                            let (start, end) = (p.log.log_start_offset(), p.log.log_end_offset());
+                            if (start..=end).contains(&offset) {
+                                return Found::Data {
+                                    records: Bytes::new(),
+                                    file: None,
+                                    log_start_offset: start,
+                                    log_end_offset: end,
+                                };
+                            }
                         }
                         let limits = ReadLimits {
                             max_bytes: max_bytes.min(remaining),
