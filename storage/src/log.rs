@@ -26,6 +26,13 @@ use crate::records::{Records, RecordsRead};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{BatchMeta, IndexSizing, Segment};
 
+/// Whether an append may wait for a lock or the disk (roll a segment, fsync a file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MayBlock {
+    Yes,
+    No,
+}
+
 /// How a log is opened.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
@@ -347,7 +354,9 @@ impl Log {
     /// from the log end. Nothing is written when any batch is invalid. Returns once the flush
     /// policy is satisfied: with `flush.messages=1` that means on disk.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        let (info, flush_messages) = self.append_counted(batches)?;
+        let (info, flush_messages) = self
+            .append_counted(batches, MayBlock::Yes)?
+            .expect("an append that may block is always done");
         self.flush_if_policy_requires(&info, flush_messages)?;
         Ok(info)
     }
@@ -356,7 +365,19 @@ impl Log {
     /// that must hold its own lock around the append (the broker's producer state) can wait
     /// for durability after releasing it, with [`Log::apply_flush_policy`].
     pub fn append_deferred(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        Ok(self.append_counted(batches)?.0)
+        let appended = self.append_counted(batches, MayBlock::Yes)?;
+        Ok(appended.expect("an append that may block is always done").0)
+    }
+
+    /// Appends like [`Log::append_deferred`], but only when that is a write into the page
+    /// cache and nothing more, so an async task can do it on its own thread: `None`, with
+    /// nothing written, when the writer is busy, the active segment must roll first, or
+    /// the first append since opening must mark the log unclean (those wait for a lock or
+    /// write and fsync files). The caller then appends on a thread that may block.
+    pub fn try_append_deferred(&self, batches: &mut [u8]) -> Result<Option<AppendInfo>> {
+        Ok(self
+            .append_counted(batches, MayBlock::No)?
+            .map(|(info, _)| info))
     }
 
     /// True when the flush policy wants an fsync before `info` may be acknowledged.
@@ -370,12 +391,18 @@ impl Log {
         self.flush_if_policy_requires(info, self.config().flush_messages)
     }
 
-    fn append_counted(&self, batches: &mut [u8]) -> Result<(AppendInfo, i64)> {
+    fn append_counted(
+        &self,
+        batches: &mut [u8],
+        may_block: MayBlock,
+    ) -> Result<Option<(AppendInfo, i64)>> {
         self.appends_in_flight.fetch_add(1, Ordering::AcqRel);
-        let result = self.append_inner(batches);
+        let result = self.append_inner(batches, may_block);
         self.appends_in_flight.fetch_sub(1, Ordering::AcqRel);
         let out = result?;
-        self.appends_since_sync.fetch_add(1, Ordering::AcqRel);
+        if out.is_some() {
+            self.appends_since_sync.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(out)
     }
 
@@ -400,16 +427,31 @@ impl Log {
         Ok(())
     }
 
-    /// Appends and returns the `flush.messages` in force.
-    fn append_inner(&self, batches: &mut [u8]) -> Result<(AppendInfo, i64)> {
+    /// Appends and returns the `flush.messages` in force; `None` (nothing written) when
+    /// `may_block` is `No` and the append would have to wait for a lock or the disk.
+    fn append_inner(
+        &self,
+        batches: &mut [u8],
+        may_block: MayBlock,
+    ) -> Result<Option<(AppendInfo, i64)>> {
         let max_message_bytes = self.max_message_bytes.load(Ordering::Acquire);
         let batch_count = validate_batches(batches, max_message_bytes)?;
         let total_len = batches.len() as u64;
 
-        let mut guard = self.writer.lock().expect("writer lock");
+        let mut guard = match may_block {
+            MayBlock::Yes => self.writer.lock().expect("writer lock"),
+            MayBlock::No => match self.writer.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::sync::TryLockError::Poisoned(_)) => panic!("writer lock poisoned"),
+            },
+        };
         let w = &mut *guard;
         let config = w.config.clone();
         self.check_writable()?;
+        if may_block == MayBlock::No && self.needs_unclean_marker.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         self.ensure_unclean_marker()?;
         let now = self.clock.now_ms();
         let epoch = self.leader_epoch.load(Ordering::Acquire);
@@ -447,6 +489,11 @@ impl Log {
             || w.active
                 .must_roll_for(total_len, next - 1, config.segment_bytes)
         {
+            if may_block == MayBlock::No {
+                // The batches' offsets were set, but nothing was written: the caller's
+                // blocking append sets them again.
+                return Ok(None);
+            }
             self.guard(|| self.roll_locked(w, &config, first_offset))?;
         }
         self.guard(|| w.active.append(&self.io, batches, &w.metas, now))?;
@@ -461,7 +508,7 @@ impl Log {
             batches: batch_count,
             records,
         };
-        Ok((info, config.flush_messages))
+        Ok(Some((info, config.flush_messages)))
     }
 
     /// Blocks until every offset below `end` is on disk, sharing the fsync with every other
@@ -548,6 +595,20 @@ impl Log {
         }
         self.wait_durable(end)?;
         Ok(true)
+    }
+
+    /// True when reading from `offset` reads only the last `within_bytes` of the log, all in
+    /// the active segment: bytes written moments ago, which are still in the page cache
+    /// (unless the machine is short of memory), so a reader following the end may read
+    /// them without a thread that may block.
+    pub fn is_tail(&self, offset: i64, within_bytes: u64) -> bool {
+        let end = self.log_end_offset();
+        if offset >= end {
+            // Nothing to read, or out of range.
+            return offset == end;
+        }
+        let active = self.active();
+        offset >= active.base_offset() && active.bytes_from(offset) <= within_bytes
     }
 
     pub(crate) fn active(&self) -> Arc<Segment> {

@@ -295,6 +295,18 @@ impl Segment {
         self.size.load(Ordering::Acquire)
     }
 
+    /// Bytes from the batch holding `offset` (found through the index, so possibly from a
+    /// batch or so before it) to the end of the segment.
+    pub fn bytes_from(&self, offset: i64) -> u64 {
+        let (_, position) = self
+            .indexes
+            .read()
+            .expect("index lock")
+            .offset
+            .lookup(offset);
+        self.size().saturating_sub(position)
+    }
+
     pub fn next_offset(&self) -> i64 {
         self.next_offset.load(Ordering::Acquire)
     }

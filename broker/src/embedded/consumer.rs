@@ -21,8 +21,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{log_error, read_records, EmbeddedLog};
+use super::{log_error, read_records, EmbeddedLog, TAIL_BYTES};
 use crate::error::BrokerError;
+use crate::partition::Partition;
 
 /// Bytes one poll reads at most (at least one batch when there is one).
 const MAX_POLL_BYTES: usize = 1 << 20;
@@ -170,28 +171,13 @@ impl EmbeddedConsumer {
                 .iter()
                 .map(|p| (p.clone(), self.positions[&(p.topic.clone(), p.index)]))
                 .collect();
-            let read = self
-                .log
-                .blocking(move |_| {
-                    let mut budget = MAX_POLL_BYTES;
-                    let mut out = Vec::new();
-                    for (p, position) in jobs {
-                        if budget == 0 {
-                            break;
-                        }
-                        match read_records(&p, position, budget) {
-                            Ok(records) => {
-                                budget = budget.saturating_sub(
-                                    records.iter().map(|c| record_size(&c.record)).sum(),
-                                );
-                                out.push(Ok(records));
-                            }
-                            Err(e) => out.push(Err(e)),
-                        }
-                    }
-                    Ok(out)
-                })
-                .await?;
+            // Members following the end read on this task; catching up is for a blocking
+            // thread.
+            let read = if jobs.iter().all(|(p, at)| p.log.is_tail(*at, TAIL_BYTES)) {
+                read_all(jobs)
+            } else {
+                self.log.blocking(move |_| Ok(read_all(jobs))).await?
+            };
             let mut records = Vec::new();
             for (tp, result) in order.iter().zip(read) {
                 match result {
@@ -458,4 +444,24 @@ async fn keep_membership(
         member.lock().expect("member lock").epoch = -1;
         let _ = heartbeat(&log, &options, &member, &bump).await;
     }
+}
+
+/// Reads each partition from its position, within [`MAX_POLL_BYTES`] in all.
+fn read_all(jobs: Vec<(Arc<Partition>, i64)>) -> Vec<Result<Vec<Consumed>, LogError>> {
+    let mut budget = MAX_POLL_BYTES;
+    let mut out = Vec::new();
+    for (p, position) in jobs {
+        if budget == 0 {
+            break;
+        }
+        match read_records(&p, position, budget) {
+            Ok(records) => {
+                budget =
+                    budget.saturating_sub(records.iter().map(|c| record_size(&c.record)).sum());
+                out.push(Ok(records));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    out
 }

@@ -2,6 +2,11 @@
 //! straight to the partitions, group membership and commits straight to the coordinator
 //! thread. Nothing goes through TCP to our own listener.
 //!
+//! Work that may block (a segment roll, an fsync, a read of older data) runs on tokio's
+//! blocking threads; what is only a copy to or from the page cache runs on the calling
+//! task, because handing it to another thread and back costs more than doing it. The chat
+//! path's appends and the reads of readers following the end are of that kind.
+//!
 //! Group members are KIP-848 members of the coordinator like any `group.protocol=consumer`
 //! client, so the server-side assignors spread partitions over them, they show up in
 //! ConsumerGroupDescribe, and the CLI and the HTTP admin endpoints see their lag.
@@ -28,6 +33,9 @@ pub use consumer::EmbeddedConsumer;
 
 /// Largest decompressed batch a read will decode.
 const MAX_DECODED_BATCH: usize = 64 << 20;
+/// A read from at most this many bytes before the end (in the active segment) is of bytes
+/// written moments ago, and is done on the calling task.
+const TAIL_BYTES: u64 = 32 << 20;
 
 /// [`Log`] over this process's broker.
 #[derive(Debug, Clone)]
@@ -111,15 +119,29 @@ fn encode_batch(records: &[Record], now: i64) -> std::io::Result<Vec<u8>> {
 }
 
 /// Appends one batch to `partition` and waits for the durability its flush policy asks for
-/// (as an `acks=all` produce does). Blocking.
-fn append_durably(p: &Partition, records: &[Record]) -> Result<Appended, LogError> {
+/// (as an `acks=all` produce does): on this task when that is only a write into the page
+/// cache, on a blocking thread otherwise (a roll, an fsync).
+async fn append_durably(p: Arc<Partition>, records: &[Record]) -> Result<Appended, LogError> {
     let now = now_ms();
     let encoded = encode_batch(records, now).map_err(|e| LogError::Backend(Box::new(e)))?;
-    let outcome = p
-        .append(&encoded)
-        .map_err(|e| log_error(e, &p.topic, p.index))?;
-    p.flush_as_policy_requires(&outcome)
-        .map_err(|e| log_error(e, &p.topic, p.index))?;
+    let error = |e| log_error(e, &p.topic, p.index);
+    let outcome = match p.try_append(&encoded).map_err(error)? {
+        Some(outcome) => outcome,
+        None => {
+            let writer = p.clone();
+            tokio::task::spawn_blocking(move || writer.append(&encoded))
+                .await
+                .map_err(|e| LogError::Backend(Box::new(e)))?
+                .map_err(error)?
+        }
+    };
+    if p.must_flush(&outcome) {
+        let flusher = p.clone();
+        tokio::task::spawn_blocking(move || flusher.flush_as_policy_requires(&outcome))
+            .await
+            .map_err(|e| LogError::Backend(Box::new(e)))?
+            .map_err(error)?;
+    }
     let first = records.first().map_or(now, |r| {
         if r.timestamp_ms < 0 {
             now
@@ -258,13 +280,13 @@ impl Log for EmbeddedLog {
         partition: i32,
         records: Vec<Record>,
     ) -> BoxFuture<'a, Result<Appended, LogError>> {
-        let topic = topic.to_string();
-        Box::pin(self.blocking(move |broker| {
-            let p = broker
-                .partition(&topic, partition)
-                .map_err(|e| log_error(e, &topic, partition))?;
-            append_durably(&p, &records)
-        }))
+        Box::pin(async move {
+            let p = self
+                .broker
+                .partition(topic, partition)
+                .map_err(|e| log_error(e, topic, partition))?;
+            append_durably(p, &records).await
+        })
     }
 
     fn read<'a>(
@@ -285,10 +307,13 @@ impl Log for EmbeddedLog {
             let mut end = p.subscribe();
             loop {
                 end.borrow_and_update();
-                let reader = p.clone();
-                let records = self
-                    .blocking(move |_| read_records(&reader, offset, max_bytes))
-                    .await?;
+                let records = if p.log.is_tail(offset, TAIL_BYTES) {
+                    read_records(&p, offset, max_bytes)?
+                } else {
+                    let reader = p.clone();
+                    self.blocking(move |_| read_records(&reader, offset, max_bytes))
+                        .await?
+                };
                 if !records.is_empty() || tokio::time::Instant::now() >= deadline {
                     return Ok(records);
                 }

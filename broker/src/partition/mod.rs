@@ -2,7 +2,7 @@
 //! long-polling fetches, and the idempotent producer state that guards appends.
 //!
 //! Appends block (they write files and may wait for an fsync), so callers run them on a
-//! blocking thread.
+//! blocking thread, or first try [`Partition::try_append`], which does only what does not.
 
 pub mod producer_state;
 
@@ -65,6 +65,20 @@ impl Partition {
     /// The flush policy is applied separately by [`Partition::flush_as_policy_requires`], so a
     /// request touching several partitions can wait for their fsyncs side by side.
     pub fn append(&self, records: &[u8]) -> Result<AppendOutcome> {
+        let appended = self.append_if(records, MayBlock::Yes)?;
+        Ok(appended.expect("an append that may block is always done"))
+    }
+
+    /// Appends like [`Partition::append`] when that is only a write into the page cache
+    /// (see `chorus_storage::Log::try_append_deferred`), so an async task may call it;
+    /// `None`, with nothing written, when it would have to wait for a lock or the disk, or
+    /// when the batches are an idempotent producer's (whose state may have to be rebuilt
+    /// from the log first).
+    pub fn try_append(&self, records: &[u8]) -> Result<Option<AppendOutcome>> {
+        self.append_if(records, MayBlock::No)
+    }
+
+    fn append_if(&self, records: &[u8], may_block: MayBlock) -> Result<Option<AppendOutcome>> {
         let mut buf = records.to_vec();
         let config = self.log.config();
         let headers = headers_of(&buf);
@@ -81,7 +95,15 @@ impl Partition {
         }
         let identities: Vec<BatchIdentity> = headers.iter().filter_map(BatchIdentity::of).collect();
         let info = if identities.is_empty() {
-            self.log.append_deferred(&mut buf)?
+            match may_block {
+                MayBlock::Yes => self.log.append_deferred(&mut buf)?,
+                MayBlock::No => match self.log.try_append_deferred(&mut buf)? {
+                    Some(info) => info,
+                    None => return Ok(None),
+                },
+            }
+        } else if may_block == MayBlock::No {
+            return Ok(None);
         } else {
             let mut guard = self.producers.lock().expect("producer state lock");
             let states = match &mut *guard {
@@ -99,13 +121,13 @@ impl Partition {
                 }
             }
             if let Some(original) = first_duplicate {
-                return Ok(AppendOutcome {
+                return Ok(Some(AppendOutcome {
                     base_offset: original.first_offset,
                     log_append_time: None,
                     log_start_offset: self.log.log_start_offset(),
                     duplicate: true,
                     appended: None,
-                });
+                }));
             }
             let info = self.log.append_deferred(&mut buf)?;
             let mut offset = info.first_offset;
@@ -119,13 +141,13 @@ impl Partition {
             info
         };
         self.end.send_replace(info.last_offset + 1);
-        Ok(AppendOutcome {
+        Ok(Some(AppendOutcome {
             base_offset: info.first_offset,
             log_append_time: info.log_append_time,
             log_start_offset: info.log_start_offset,
             duplicate: false,
             appended: Some(info),
-        })
+        }))
     }
 
     /// True when [`Partition::flush_as_policy_requires`] would have to wait for an fsync.
@@ -159,6 +181,13 @@ impl Partition {
     pub fn publish_end(&self) {
         self.end.send_replace(self.log.log_end_offset());
     }
+}
+
+/// Whether an append may wait for a lock or the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MayBlock {
+    Yes,
+    No,
 }
 
 /// Headers of the batches in `buf`, or `None` when it is not exactly a run of whole batches.

@@ -267,6 +267,60 @@ async fn embedded_log_answers_bad_input_with_typed_errors_and_writes_nothing() {
     broker.stop().await;
 }
 
+/// Appends that roll segments or must be flushed (which the embedded log leaves to
+/// blocking threads) and reads of older segments (likewise) give the same log as the plain
+/// appends and tail reads done on the calling task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_appends_across_segment_rolls_and_flushes_read_back_in_order() {
+    let broker = TestBroker::start().await;
+    let log = log_of(&broker);
+    log.ensure_topic(&TopicSpec {
+        name: "rolling".into(),
+        partitions: 1,
+        configs: vec![
+            ("segment.bytes".into(), "20000".into()),
+            ("flush.messages".into(), "1".into()),
+        ],
+    })
+    .await
+    .unwrap();
+    let value = |i: usize| format!("{i:04}-{}", "v".repeat(1500));
+    for i in (0..60).step_by(3) {
+        let records = (i..i + 3)
+            .map(|j| record(Some(&j.to_string()), Some(&value(j))))
+            .collect();
+        let appended = log.append("rolling", 0, records).await.unwrap();
+        assert_eq!(appended.base_offset, i as i64);
+    }
+    let p = broker
+        .server
+        .as_ref()
+        .unwrap()
+        .broker
+        .partition("rolling", 0)
+        .unwrap();
+    assert!(p.log.segment_count() >= 4, "{}", p.log.segment_count());
+    assert_eq!(p.log.durable_offset(), 60, "flush.messages=1 was applied");
+    // From the start (older segments) and from near the end (the tail).
+    for from in [0i64, 55] {
+        let mut at = from;
+        while at < 60 {
+            let got = log
+                .read("rolling", 0, at, 8 << 10, Duration::ZERO)
+                .await
+                .unwrap();
+            assert!(!got.is_empty(), "from {at}");
+            for c in got {
+                assert_eq!(c.offset, at);
+                let expected = value(at as usize);
+                assert_eq!(c.record.value.as_deref(), Some(expected.as_bytes()));
+                at += 1;
+            }
+        }
+    }
+    broker.stop().await;
+}
+
 /// Polls `member` until it has `count` records or `secs` pass, committing after each poll.
 async fn drain(
     member: &mut Box<dyn GroupConsumer>,

@@ -10,5 +10,6 @@ mod file_ranges;
 mod log_basics;
 mod manager;
 mod model;
+mod nonblocking;
 mod recovery;
 mod retention;
