@@ -116,6 +116,10 @@ struct Sent {
 /// (sender, msg_id).
 type ClientId = (String, String);
 
+/// Most recently taken-in records a shard keeps, and most bytes of their content.
+const RECENT_RECORDS: usize = 4096;
+const RECENT_BYTES: usize = 4 << 20;
+
 /// What the store knows of one partition.
 #[derive(Debug, Default)]
 struct Shard {
@@ -131,6 +135,12 @@ struct Shard {
     placed: HashMap<Conversation, Vec<Placed>>,
     /// Stream id -> its two users (who may read its history).
     parties: HashMap<String, (String, String)>,
+    /// The records taken in last, by offset, with the message each one made (numbered).
+    /// The fan-out and the chat notifier read these records moments after the writer
+    /// took them in; here they find them without parsing them again.
+    recent: VecDeque<(i64, Option<Arc<StoredMessage>>)>,
+    /// Content bytes of the messages in `recent`.
+    recent_bytes: usize,
 }
 
 impl Shard {
@@ -141,21 +151,40 @@ impl Shard {
     /// Returns the message numbered by its place in its conversation, or `None` for a
     /// record that is not a new message (a repeat of an earlier msg_id, or not a chat
     /// message at all).
-    fn follow(&mut self, offset: i64, message: Option<StoredMessage>) -> Option<StoredMessage> {
+    fn follow(
+        &mut self,
+        offset: i64,
+        message: Option<Arc<StoredMessage>>,
+    ) -> Option<Arc<StoredMessage>> {
         if offset < self.applied_end {
+            if let Some(taken) = self.recent_at(offset) {
+                return taken;
+            }
             let mut m = message?;
-            // Looked up without copying the ids (this is the fan-out's path).
+            // Looked up without copying the ids (a parsed message is not shared yet, so
+            // `make_mut` copies nothing).
+            let parsed = Arc::make_mut(&mut m);
             let key = (
-                std::mem::take(&mut m.sender_id),
-                std::mem::take(&mut m.msg_id),
+                std::mem::take(&mut parsed.sender_id),
+                std::mem::take(&mut parsed.msg_id),
             );
             let sent = self.by_client_id.get(&key).copied();
-            (m.sender_id, m.msg_id) = key;
-            let sent = sent.filter(|s| s.offset == offset)?;
-            m.sequence_number = sent.sequence_number;
+            (parsed.sender_id, parsed.msg_id) = key;
+            parsed.sequence_number = sent.filter(|s| s.offset == offset)?.sequence_number;
             return Some(m);
         }
         self.applied_end = offset + 1;
+        let taken = self.take_in(offset, message);
+        self.keep_recent(offset, taken.clone());
+        taken
+    }
+
+    /// [`Shard::follow`] of a record above everything taken in.
+    fn take_in(
+        &mut self,
+        offset: i64,
+        message: Option<Arc<StoredMessage>>,
+    ) -> Option<Arc<StoredMessage>> {
         let mut m = message?;
         let conversation = m.conversation()?;
         let client_id = (m.sender_id.clone(), m.msg_id.clone());
@@ -164,18 +193,42 @@ impl Shard {
         }
         let last = self.last_seq.entry(conversation.clone()).or_default();
         *last += 1;
-        m.sequence_number = *last;
+        if m.sequence_number != *last {
+            // The writer put the number it expected; the log's order decides.
+            Arc::make_mut(&mut m).sequence_number = *last;
+        }
         self.placed.entry(conversation).or_default().push(Placed {
             sequence_number: m.sequence_number,
             offset,
         });
         if let (Some(s), Some(r)) = (&m.stream_id, &m.receiver_id) {
-            self.parties
-                .entry(s.clone())
-                .or_insert_with(|| (m.sender_id.clone(), r.clone()));
+            if !self.parties.contains_key(s) {
+                self.parties
+                    .insert(s.clone(), (m.sender_id.clone(), r.clone()));
+            }
         }
         self.remember(client_id, m.sequence_number, offset, m.timestamp);
         Some(m)
+    }
+
+    /// What the record at `offset` made, when it is among the recent ones.
+    fn recent_at(&self, offset: i64) -> Option<Option<Arc<StoredMessage>>> {
+        let i = self
+            .recent
+            .binary_search_by_key(&offset, |(o, _)| *o)
+            .ok()?;
+        Some(self.recent[i].1.clone())
+    }
+
+    fn keep_recent(&mut self, offset: i64, taken: Option<Arc<StoredMessage>>) {
+        self.recent_bytes += taken.as_ref().map_or(0, |m| m.content.len());
+        self.recent.push_back((offset, taken));
+        while self.recent.len() > RECENT_RECORDS || self.recent_bytes > RECENT_BYTES {
+            let Some((_, gone)) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_bytes -= gone.map_or(0, |m| m.content.len());
+        }
     }
 
     /// Remembers a message's client id, forgetting those that fell out of the window.
@@ -216,11 +269,12 @@ impl Shard {
 }
 
 /// The chat message in a record, if it is one.
-fn parse(c: &Consumed) -> Option<StoredMessage> {
+fn parse(c: &Consumed) -> Option<Arc<StoredMessage>> {
     c.record
         .value
         .as_deref()
         .and_then(|v| serde_json::from_slice(v).ok())
+        .map(Arc::new)
 }
 
 /// Where a queued send gets its answer.
@@ -230,6 +284,8 @@ type Reply = oneshot::Sender<Result<(Receipt, bool)>>;
 #[derive(Debug)]
 struct Queued {
     draft: Draft,
+    /// The draft's conversation (worked out once: a stream's id is a hash).
+    conversation: Conversation,
     now_ms: i64,
     reply: Reply,
 }
@@ -308,7 +364,7 @@ impl Inner {
         }
         // Sequence numbers continue per conversation within the batch; a repeat of a
         // msg_id (earlier, or earlier in this batch) gets the original back.
-        let mut fresh: Vec<(StoredMessage, Reply)> = Vec::new();
+        let mut fresh: Vec<(Arc<StoredMessage>, Reply)> = Vec::new();
         let mut repeats: Vec<(usize, Reply)> = Vec::new();
         let mut records = Vec::new();
         {
@@ -317,7 +373,7 @@ impl Inner {
             let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
             for q in batch {
                 let client_id = (q.draft.sender_id.clone(), q.draft.msg_id.clone());
-                if let Some(original) = shard.receipt(&client_id, &q.draft.conversation()) {
+                if let Some(original) = shard.receipt(&client_id, &q.conversation) {
                     let _ = q.reply.send(Ok((original, true)));
                     continue;
                 }
@@ -325,7 +381,7 @@ impl Inner {
                     repeats.push((i, q.reply));
                     continue;
                 }
-                let conversation = q.draft.conversation();
+                let conversation = q.conversation;
                 let seq = next_seq
                     .entry(conversation.clone())
                     .or_insert_with(|| shard.last_seq.get(&conversation).copied().unwrap_or(0));
@@ -430,7 +486,7 @@ fn stored(
     conversation: &Conversation,
     seq: u64,
     now_ms: i64,
-) -> (StoredMessage, Record) {
+) -> (Arc<StoredMessage>, Record) {
     let (receiver_id, group_id, stream) = match &draft.to {
         Recipient::User(r) => (Some(r.clone()), None, Some(conversation.key().to_string())),
         Recipient::Group(g) => (None, Some(g.clone()), None),
@@ -455,7 +511,7 @@ fn stored(
         }],
         timestamp_ms: now_ms,
     };
-    (message, record)
+    (Arc::new(message), record)
 }
 
 impl MessageStore {
@@ -504,14 +560,47 @@ impl MessageStore {
     /// Takes in records read from `partition` (in order, continuing from where the reader
     /// started at [`MessageStore::applied_end`]) and returns the new messages among them,
     /// numbered as the log orders them.
-    pub fn follow(&self, partition: i32, records: &[Consumed]) -> Vec<StoredMessage> {
-        let parsed: Vec<(i64, Option<StoredMessage>)> =
-            records.iter().map(|c| (c.offset, parse(c))).collect();
+    pub fn follow(&self, partition: i32, records: &[Consumed]) -> Vec<Arc<StoredMessage>> {
+        let mut out = Vec::new();
+        let mut rest = records;
+        // Usually the writer took them in moments ago.
+        {
+            let shard = self.inner.shard(partition);
+            while let Some(c) = rest.first() {
+                if c.offset >= shard.applied_end {
+                    break;
+                }
+                let Some(taken) = shard.recent_at(c.offset) else {
+                    break;
+                };
+                out.extend(taken);
+                rest = &rest[1..];
+            }
+        }
+        if rest.is_empty() {
+            return out;
+        }
+        // Parsed outside the lock, which the writer needs.
+        let parsed: Vec<(i64, Option<Arc<StoredMessage>>)> =
+            rest.iter().map(|c| (c.offset, parse(c))).collect();
         let mut shard = self.inner.shard(partition);
-        parsed
-            .into_iter()
-            .filter_map(|(offset, m)| shard.follow(offset, m))
-            .collect()
+        out.extend(
+            parsed
+                .into_iter()
+                .filter_map(|(offset, m)| shard.follow(offset, m)),
+        );
+        out
+    }
+
+    /// The message the record at `offset` of `partition` made (numbered), when it was
+    /// taken in moments ago: `Some(None)` for a record that made none, `None` when the
+    /// store does not know (the caller parses the record).
+    pub fn recent(&self, partition: i32, offset: i64) -> Option<Option<Arc<StoredMessage>>> {
+        let shard = self.inner.shard(partition);
+        if offset >= shard.applied_end {
+            return None;
+        }
+        shard.recent_at(offset)
     }
 
     /// Appends `draft` as the conversation's next message, or returns the message an
@@ -530,10 +619,12 @@ impl MessageStore {
         let mut groups: HashMap<i32, Vec<Queued>> = HashMap::new();
         let mut answers = Vec::with_capacity(drafts.len());
         for draft in drafts {
-            let partition = self.partition(&draft.conversation());
+            let conversation = draft.conversation();
+            let partition = self.partition(&conversation);
             let (reply, answer) = oneshot::channel();
             groups.entry(partition).or_default().push(Queued {
                 draft,
+                conversation,
                 now_ms,
                 reply,
             });
@@ -600,7 +691,8 @@ impl MessageStore {
                     i += 1;
                 }
                 if i < wanted.len() && r.offset == wanted[i].offset {
-                    if let Some(mut m) = parse(&r) {
+                    if let Some(m) = parse(&r) {
+                        let mut m = Arc::unwrap_or_clone(m);
                         m.sequence_number = wanted[i].sequence_number;
                         out.push(m);
                     }
@@ -619,8 +711,8 @@ impl MessageStore {
 mod tests {
     use super::*;
 
-    fn message(sender: &str, msg_id: &str, timestamp: i64) -> StoredMessage {
-        StoredMessage {
+    fn message(sender: &str, msg_id: &str, timestamp: i64) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
             msg_id: msg_id.into(),
             sender_id: sender.into(),
             receiver_id: Some("bob".into()),
@@ -629,7 +721,7 @@ mod tests {
             content: "hi".into(),
             timestamp,
             sequence_number: 0,
-        }
+        })
     }
 
     #[test]
@@ -658,6 +750,41 @@ mod tests {
         // A record taken in before is looked up with its derived number.
         let seen = shard.follow(3, Some(message("alice", "m2", later)));
         assert_eq!(seen.map(|m| m.sequence_number), Some(2));
+    }
+
+    #[test]
+    fn recent_records_are_found_numbered_without_parsing_and_their_memory_is_bounded() {
+        let mut shard = Shard::default();
+        let n = RECENT_RECORDS as i64 + 10;
+        for i in 0..n {
+            shard.follow(i, Some(message("alice", &i.to_string(), 1_000)));
+        }
+        let last = shard.recent_at(n - 1).flatten().expect("the last record");
+        assert_eq!(last.sequence_number, n as u64);
+        // Read again (by the fan-out), it needs no parsed message.
+        let again = shard.follow(n - 1, None).expect("from memory");
+        assert!(Arc::ptr_eq(&again, &last));
+        // A repeated msg_id made no message, and that is remembered too.
+        shard.follow(n, Some(message("alice", "20", 1_000)));
+        assert_eq!(shard.recent_at(n).map(|m| m.is_none()), Some(true));
+        assert!(shard.follow(n, None).is_none());
+        // The oldest fell out; looking one up takes the parsed record again.
+        assert_eq!(shard.recent.len(), RECENT_RECORDS);
+        assert!(shard.recent_at(5).is_none());
+        assert!(shard.follow(5, None).is_none());
+        let old = shard.follow(5, Some(message("alice", "5", 1_000)));
+        assert_eq!(old.map(|m| m.sequence_number), Some(6));
+
+        // Big messages: at most RECENT_BYTES of content are kept.
+        let mut big = Shard::default();
+        for i in 0..10 {
+            let mut m = message("bob", &i.to_string(), 1_000);
+            Arc::make_mut(&mut m).content = "x".repeat(1 << 20);
+            big.follow(i, Some(m));
+        }
+        assert_eq!(big.recent.len(), RECENT_BYTES >> 20);
+        assert_eq!(big.recent_bytes, RECENT_BYTES);
+        assert!(big.recent_at(9).is_some() && big.recent_at(5).is_none());
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub struct ChatNotifier {
 
 #[derive(Debug)]
 pub struct NotifyJob {
-    message: StoredMessage,
+    message: Arc<StoredMessage>,
     /// Who may need a notification: the receiver, or the group's other members.
     users: Vec<String>,
 }
@@ -121,12 +121,17 @@ impl Target for ChatNotifier {
         if record.record.timestamp_ms < now_ms() - self.max_age_ms {
             return Plan::Skip;
         }
-        let Some(message) = record
-            .record
-            .value
-            .as_deref()
-            .and_then(|v| serde_json::from_slice::<StoredMessage>(v).ok())
-        else {
+        // The write path took the message in moments ago, as a rule; else it is parsed.
+        let message = match self.chat.messages.recent(record.partition, record.offset) {
+            Some(taken) => taken,
+            None => record
+                .record
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_slice::<StoredMessage>(v).ok())
+                .map(Arc::new),
+        };
+        let Some(message) = message else {
             return Plan::Skip;
         };
         let Some(conversation) = message.conversation() else {
