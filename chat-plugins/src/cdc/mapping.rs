@@ -47,6 +47,9 @@ fn enabled() -> bool {
     true
 }
 
+/// The outbox event id's field in a row (`__id`, see [`OUTBOX_PREFIX`]).
+const OUTBOX_EVENT_ID: &str = "__id";
+
 const MESSAGE_FIELDS: [&str; 5] = ["msg_id", "sender_id", "receiver_id", "group_id", "content"];
 const NOTIFICATION_FIELDS: [&str; 4] = ["id", "user_id", "notification_type", "payload"];
 
@@ -105,6 +108,15 @@ impl CdcMapping {
     /// source event (topic, partition, offset) and stands in for a missing id, so a
     /// re-delivery of the event makes the same output.
     pub fn map(&self, row: &Map<String, Value>, position: &str) -> Result<Output, String> {
+        self.map_at(row, || position.to_string())
+    }
+
+    /// [`CdcMapping::map`], with the position worked out only when the row has no id.
+    pub fn map_at(
+        &self,
+        row: &Map<String, Value>,
+        position: impl FnOnce() -> String,
+    ) -> Result<Output, String> {
         let required = |name: &str| {
             self.text(row, name).ok_or_else(|| {
                 format!(
@@ -114,17 +126,18 @@ impl CdcMapping {
             })
         };
         // The outbox event id, when the event came through the router.
-        let event_id = text_field(row, &format!("{OUTBOX_PREFIX}id"));
-        let id = self
+        let mapped_id = self
             .fields
             .get(if self.kind == Kind::ChatMessage {
                 "msg_id"
             } else {
                 "id"
             })
-            .and_then(|f| text_field(row, f))
-            .or(event_id)
-            .unwrap_or_else(|| position.to_string());
+            .and_then(|f| text_field(row, f));
+        let id = match mapped_id {
+            Some(id) => id,
+            None => text_field(row, OUTBOX_EVENT_ID).unwrap_or_else(position),
+        };
         match self.kind {
             Kind::ChatMessage => {
                 let to = match (self.text(row, "receiver_id"), self.text(row, "group_id")) {

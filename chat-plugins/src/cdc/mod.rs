@@ -74,11 +74,13 @@ impl Target for CdcTarget {
                 return Plan::Skip;
             }
         }
-        let position = format!(
-            "cdc:{}:{}:{}",
-            record.topic, record.partition, record.offset
-        );
-        match self.mapping.map(&row, &position) {
+        let position = || {
+            format!(
+                "cdc:{}:{}:{}",
+                record.topic, record.partition, record.offset
+            )
+        };
+        match self.mapping.map_at(&row, position) {
             Err(reason) => Plan::Reject(reason),
             Ok(output) => Plan::Deliver {
                 // One conversation (or user) in order; the rest side by side.

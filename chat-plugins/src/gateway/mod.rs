@@ -260,6 +260,13 @@ impl Gateway {
     }
 
     /// Users with a connection here.
+    fn connected_here(&self, user: &str) -> bool {
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .contains_key(user)
+    }
+
     fn connected_users(&self) -> Vec<String> {
         self.connections
             .lock()
@@ -482,18 +489,28 @@ async fn fan_out(
             }
             Topic::Notifications => {
                 for r in chat.notifications.follow(partition, &records) {
-                    let Some(n) = r
-                        .record
-                        .value
-                        .as_deref()
-                        .and_then(|v| serde_json::from_slice::<Value>(v).ok())
-                    else {
+                    let Some(value) = r.record.value.as_deref() else {
                         continue;
                     };
-                    if let Some(user) = n.get("user_id").and_then(|u| u.as_str()) {
-                        let user = user.to_string();
-                        gateway.deliver_all(&[user], &Push::Notification(Arc::new(n)));
+                    // Most notifications are for users with no connection here (that is
+                    // why they were made): the whole notification is read only for one
+                    // who has.
+                    #[derive(serde::Deserialize)]
+                    struct Addressee<'a> {
+                        #[serde(borrow)]
+                        user_id: std::borrow::Cow<'a, str>,
                     }
+                    let Ok(to) = serde_json::from_slice::<Addressee>(value) else {
+                        continue;
+                    };
+                    if !gateway.connected_here(&to.user_id) {
+                        continue;
+                    }
+                    let Ok(n) = serde_json::from_slice::<Value>(value) else {
+                        continue;
+                    };
+                    let user = to.user_id.into_owned();
+                    gateway.deliver_all(&[user], &Push::Notification(Arc::new(n)));
                 }
             }
         }
