@@ -125,13 +125,15 @@ const RECENT_BYTES: usize = 4 << 20;
 struct Shard {
     /// Every record below this offset has been taken in.
     applied_end: i64,
-    last_seq: HashMap<Conversation, u64>,
     /// Recent messages by client id, so a retry gets the original back.
-    by_client_id: HashMap<ClientId, Sent>,
-    /// Those client ids in the order they were taken in, to forget the oldest first.
-    remembered: VecDeque<ClientId>,
+    by_client_id: HashMap<Arc<ClientId>, Sent>,
+    /// Those client ids in the order they were taken in, to forget the oldest first
+    /// (shared with the map's keys rather than copied).
+    remembered: VecDeque<Arc<ClientId>>,
     /// The newest message timestamp taken in (the log's clock for forgetting).
     newest: i64,
+    /// Where each message of a conversation sits; the last one's number is the
+    /// conversation's last sequence number.
     placed: HashMap<Conversation, Vec<Placed>>,
     /// Stream id -> its two users (who may read its history).
     parties: HashMap<String, (String, String)>,
@@ -191,14 +193,14 @@ impl Shard {
         if self.by_client_id.contains_key(&client_id) {
             return None;
         }
-        let last = self.last_seq.entry(conversation.clone()).or_default();
-        *last += 1;
-        if m.sequence_number != *last {
+        let placed = self.placed.entry(conversation).or_default();
+        let number = placed.last().map_or(0, |p| p.sequence_number) + 1;
+        if m.sequence_number != number {
             // The writer put the number it expected; the log's order decides.
-            Arc::make_mut(&mut m).sequence_number = *last;
+            Arc::make_mut(&mut m).sequence_number = number;
         }
-        self.placed.entry(conversation).or_default().push(Placed {
-            sequence_number: m.sequence_number,
+        placed.push(Placed {
+            sequence_number: number,
             offset,
         });
         if let (Some(s), Some(r)) = (&m.stream_id, &m.receiver_id) {
@@ -209,6 +211,13 @@ impl Shard {
         }
         self.remember(client_id, m.sequence_number, offset, m.timestamp);
         Some(m)
+    }
+
+    fn last_sequence_number(&self, conversation: &Conversation) -> u64 {
+        self.placed
+            .get(conversation)
+            .and_then(|p| p.last())
+            .map_or(0, |p| p.sequence_number)
     }
 
     /// What the record at `offset` made, when it is among the recent ones.
@@ -234,6 +243,7 @@ impl Shard {
     /// Remembers a message's client id, forgetting those that fell out of the window.
     fn remember(&mut self, client_id: ClientId, sequence_number: u64, offset: i64, timestamp: i64) {
         self.newest = self.newest.max(timestamp);
+        let client_id = Arc::new(client_id);
         self.by_client_id.insert(
             client_id.clone(),
             Sent {
@@ -252,7 +262,7 @@ impl Shard {
                 break;
             }
             if let Some(gone) = self.remembered.pop_front() {
-                self.by_client_id.remove(&gone);
+                self.by_client_id.remove(gone.as_ref());
             }
         }
     }
@@ -384,7 +394,7 @@ impl Inner {
                 let conversation = q.conversation;
                 let seq = next_seq
                     .entry(conversation.clone())
-                    .or_insert_with(|| shard.last_seq.get(&conversation).copied().unwrap_or(0));
+                    .or_insert_with(|| shard.last_sequence_number(&conversation));
                 *seq += 1;
                 let (message, record) = stored(q.draft, &conversation, *seq, q.now_ms);
                 in_batch.insert(client_id, fresh.len());
