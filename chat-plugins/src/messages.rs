@@ -220,7 +220,8 @@ impl Shard {
             .map_or(0, |p| p.sequence_number)
     }
 
-    /// What the record at `offset` made, when it is among the recent ones.
+    /// What the record at `offset` made, when it is among the recent ones (every one of
+    /// which is below `applied_end`: only taken-in records are kept).
     fn recent_at(&self, offset: i64) -> Option<Option<Arc<StoredMessage>>> {
         let i = self
             .recent
@@ -577,9 +578,6 @@ impl MessageStore {
         {
             let shard = self.inner.shard(partition);
             while let Some(c) = rest.first() {
-                if c.offset >= shard.applied_end {
-                    break;
-                }
                 let Some(taken) = shard.recent_at(c.offset) else {
                     break;
                 };
@@ -606,11 +604,7 @@ impl MessageStore {
     /// taken in moments ago: `Some(None)` for a record that made none, `None` when the
     /// store does not know (the caller parses the record).
     pub fn recent(&self, partition: i32, offset: i64) -> Option<Option<Arc<StoredMessage>>> {
-        let shard = self.inner.shard(partition);
-        if offset >= shard.applied_end {
-            return None;
-        }
-        shard.recent_at(offset)
+        self.inner.shard(partition).recent_at(offset)
     }
 
     /// Appends `draft` as the conversation's next message, or returns the message an

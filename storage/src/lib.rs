@@ -46,7 +46,7 @@ pub use cleaner::CompactionOutcome;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{LogError, Result};
-pub use log::{AppendInfo, Log, LogOptions, LogRead, ReadLimits};
+pub use log::{AppendInfo, Log, LogOptions, LogRead, MayBlock, ReadLimits};
 pub use manager::{LogManager, ManagerOptions, TopicPartition};
 pub use metadata::TopicMeta;
 pub use records::{FileRange, Records, RecordsRead};

@@ -28,7 +28,7 @@ use crate::segment::{BatchMeta, IndexSizing, Segment};
 
 /// Whether an append may wait for a lock or the disk (roll a segment, fsync a file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MayBlock {
+pub enum MayBlock {
     Yes,
     No,
 }

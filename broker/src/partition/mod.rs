@@ -9,7 +9,7 @@ pub mod producer_state;
 use std::sync::{Arc, Mutex};
 
 use chorus_storage::batch::{self, BatchHeader, BatchIter, TimestampType};
-use chorus_storage::{Clock, Log, LogConfig, SystemClock};
+use chorus_storage::{Clock, Log, LogConfig, MayBlock, SystemClock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -181,13 +181,6 @@ impl Partition {
     pub fn publish_end(&self) {
         self.end.send_replace(self.log.log_end_offset());
     }
-}
-
-/// Whether an append may wait for a lock or the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MayBlock {
-    Yes,
-    No,
 }
 
 /// Headers of the batches in `buf`, or `None` when it is not exactly a run of whole batches.
