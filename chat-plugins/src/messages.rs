@@ -616,38 +616,81 @@ impl MessageStore {
             .ok_or(ChatError::Unavailable(LogError::ShuttingDown))
     }
 
-    /// Sends `drafts` in order, as [`MessageStore::send`] does each. The drafts of one
-    /// partition (those of one conversation always are) are appended together: either all
-    /// of them are written or none, and an error is returned.
+    /// Sends `drafts` in order, as [`MessageStore::send`] does each. Consecutive drafts of
+    /// one partition (those of one conversation always are) are appended together: either
+    /// all of them are written or none, and an error is returned.
     pub async fn send_all(&self, drafts: Vec<Draft>, now_ms: i64) -> Result<Vec<(Receipt, bool)>> {
-        let mut groups: HashMap<i32, Vec<Queued>> = HashMap::new();
-        let mut answers = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            let conversation = draft.conversation();
-            let partition = self.partition(&conversation);
-            let (reply, answer) = oneshot::channel();
-            groups.entry(partition).or_default().push(Queued {
-                draft,
-                conversation,
-                now_ms,
-                reply,
-            });
-            answers.push(answer);
+        self.send_groups(vec![drafts], now_ms)
+            .await
+            .pop()
+            .unwrap_or(Ok(Vec::new()))
+    }
+
+    /// Sends several groups of drafts at once and answers per group, as
+    /// [`MessageStore::send_all`] answers for its drafts: one group failing does not fail
+    /// the others.
+    pub async fn send_groups(
+        &self,
+        groups: Vec<Vec<Draft>>,
+        now_ms: i64,
+    ) -> Vec<Result<Vec<(Receipt, bool)>>> {
+        let mut answers = Vec::with_capacity(groups.len());
+        for drafts in groups {
+            let mut replies = Vec::with_capacity(drafts.len());
+            // Consecutive drafts of one partition (all of them, for one conversation).
+            let mut lane: Option<(i32, Vec<Queued>)> = None;
+            for draft in drafts {
+                let conversation = draft.conversation();
+                let partition = self.partition(&conversation);
+                if lane.as_ref().is_some_and(|(p, _)| *p != partition) {
+                    self.queue(lane.take());
+                }
+                let (reply, answer) = oneshot::channel();
+                lane.get_or_insert_with(|| (partition, Vec::new()))
+                    .1
+                    .push(Queued {
+                        draft,
+                        conversation,
+                        now_ms,
+                        reply,
+                    });
+                replies.push(answer);
+            }
+            self.queue(lane);
+            answers.push(replies);
         }
-        for (partition, group) in groups {
+        let mut out = Vec::with_capacity(answers.len());
+        for replies in answers {
+            let mut group = Vec::with_capacity(replies.len());
+            let mut failed = None;
+            for answer in replies {
+                match answer
+                    .await
+                    .unwrap_or(Err(ChatError::Unavailable(LogError::ShuttingDown)))
+                {
+                    Ok(r) => group.push(r),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            out.push(match failed {
+                Some(e) => Err(e),
+                None => Ok(group),
+            });
+        }
+        out
+    }
+
+    /// Queues a group of drafts on its partition, starting the partition's writer if it
+    /// has none.
+    fn queue(&self, group: Option<(i32, Vec<Queued>)>) {
+        if let Some((partition, group)) = group {
             if self.inner.queued.push(partition, group) {
                 tokio::spawn(self.inner.clone().write_queued(partition));
             }
         }
-        let mut out = Vec::with_capacity(answers.len());
-        for answer in answers {
-            out.push(
-                answer
-                    .await
-                    .unwrap_or(Err(ChatError::Unavailable(LogError::ShuttingDown)))?,
-            );
-        }
-        Ok(out)
     }
 
     /// The two users of a 1:1 stream, once it has a message.

@@ -155,13 +155,30 @@ impl NotificationStore {
         id: Option<&str>,
         now_ms: i64,
     ) -> Result<(i64, bool)> {
+        let ready = self.prepare(user, notification_type, payload, id, now_ms)?;
+        self.notify_all(vec![ready])
+            .await
+            .pop()
+            .unwrap_or(Err(LogError::ShuttingDown))
+    }
+
+    /// A notification written out for [`NotificationStore::notify_all`] (the payload as
+    /// JSON, the record built), or the offset of the one with its id when it is there.
+    pub fn prepare(
+        &self,
+        user: &str,
+        notification_type: &str,
+        payload: &impl Serialize,
+        id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Ready> {
         let partition = partition_for_key(user.as_bytes(), self.inner.partitions);
         let scoped = id.map(|id| scoped_id(user, id));
         if let Some(offset) = scoped
             .as_deref()
             .and_then(|id| self.inner.known(partition, id))
         {
-            return Ok((offset, true));
+            return Ok(Ready(Written::Known(offset)));
         }
         let value = serde_json::to_vec(&Stored {
             notification_type,
@@ -188,17 +205,58 @@ impl NotificationStore {
             headers,
             timestamp_ms: now_ms,
         };
-        let (reply, answer) = oneshot::channel();
-        let pending = Pending {
+        Ok(Ready(Written::New {
+            partition,
             id: scoped,
             record,
-            reply,
-        };
-        if self.inner.queued.push(partition, vec![pending]) {
-            tokio::spawn(self.inner.clone().write_queued(partition));
-        }
-        answer.await.unwrap_or(Err(LogError::ShuttingDown))
+        }))
     }
+
+    /// Appends prepared notifications (each as [`NotificationStore::notify`] would) and
+    /// answers each. Those of a partition share its next durable append.
+    pub async fn notify_all(&self, notifications: Vec<Ready>) -> Vec<Result<(i64, bool)>> {
+        let mut answers = Vec::with_capacity(notifications.len());
+        for Ready(written) in notifications {
+            let (reply, answer) = oneshot::channel();
+            match written {
+                Written::Known(offset) => {
+                    let _ = reply.send(Ok((offset, true)));
+                }
+                Written::New {
+                    partition,
+                    id,
+                    record,
+                } => {
+                    let pending = Pending { id, record, reply };
+                    if self.inner.queued.push(partition, vec![pending]) {
+                        tokio::spawn(self.inner.clone().write_queued(partition));
+                    }
+                }
+            }
+            answers.push(answer);
+        }
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(answer.await.unwrap_or(Err(LogError::ShuttingDown)));
+        }
+        out
+    }
+}
+
+/// A notification ready to be appended ([`NotificationStore::prepare`]).
+#[derive(Debug)]
+pub struct Ready(Written);
+
+#[derive(Debug)]
+enum Written {
+    /// A notification with its id is in the topic at this offset.
+    Known(i64),
+    New {
+        partition: i32,
+        /// Scoped to the user ([`scoped_id`]).
+        id: Option<String>,
+        record: Record,
+    },
 }
 
 impl Inner {

@@ -525,25 +525,35 @@ impl Target for Batched {
                 // Slow, so the rest queue up behind it meanwhile.
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            let mut outcomes = Vec::new();
-            for job in jobs {
-                let mut failures = self.failures.lock().unwrap();
-                match failures.get_mut(job.as_str()) {
-                    Some(&mut u32::MAX) => {
-                        return (outcomes, Some(Failure::Permanent(format!("{job} is bad"))))
-                    }
-                    Some(left) if *left > 0 => {
-                        *left -= 1;
-                        return (outcomes, Some(Failure::Retry(format!("{job} failed"))));
-                    }
-                    _ => {}
-                }
-                self.delivered.lock().unwrap().push(job.to_string());
-                outcomes.push(Outcome::Delivered);
-            }
-            (outcomes, None)
+            deliver_listed(&self.failures, &self.delivered, jobs)
         })
     }
+}
+
+/// Delivers `jobs` in order into `delivered`, stopping at the first that `failures` says
+/// fails (and counting its failures down).
+fn deliver_listed(
+    failures: &Mutex<BTreeMap<String, u32>>,
+    delivered: &Mutex<Vec<String>>,
+    jobs: &[&String],
+) -> (Vec<Outcome>, Option<Failure>) {
+    let mut outcomes = Vec::new();
+    for job in jobs {
+        let mut failures = failures.lock().unwrap();
+        match failures.get_mut(job.as_str()) {
+            Some(&mut u32::MAX) => {
+                return (outcomes, Some(Failure::Permanent(format!("{job} is bad"))))
+            }
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                return (outcomes, Some(Failure::Retry(format!("{job} failed"))));
+            }
+            _ => {}
+        }
+        delivered.lock().unwrap().push(job.to_string());
+        outcomes.push(Outcome::Delivered);
+    }
+    (outcomes, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,6 +598,138 @@ async fn queued_jobs_of_a_key_are_delivered_together_in_order_with_retries_and_d
         .unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].record.value.as_deref(), Some(&b"job 6"[..]));
+    running.stop(Duration::from_secs(5)).await;
+    broker.stop().await;
+}
+
+/// A target that takes the jobs of several keys at once, as the chat notifier and CDC do
+/// (`key:n` jobs, ordered by key), failing the jobs a test names as [`Batched`] does.
+#[derive(Debug, Default)]
+struct Rounds {
+    failures: Mutex<BTreeMap<String, u32>>,
+    /// The runs of each `deliver_runs` call.
+    rounds: Mutex<Vec<Vec<Vec<String>>>>,
+    /// The jobs of each `deliver_all` call (a key on its own, retrying).
+    alone: Mutex<Vec<Vec<String>>>,
+    delivered: Mutex<Vec<String>>,
+}
+
+impl Rounds {
+    fn run(&self, jobs: &[&String]) -> (Vec<Outcome>, Option<Failure>) {
+        deliver_listed(&self.failures, &self.delivered, jobs)
+    }
+}
+
+fn strings(jobs: &[&String]) -> Vec<String> {
+    jobs.iter().map(|j| j.to_string()).collect()
+}
+
+impl Target for Rounds {
+    type Job = String;
+
+    fn name(&self) -> &str {
+        "rounds"
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec!["jobs".into()]
+    }
+
+    fn start_from(&self) -> StartFrom {
+        StartFrom::Earliest
+    }
+
+    fn plan(&self, record: &Consumed) -> Plan<String> {
+        let job = String::from_utf8_lossy(record.record.value.as_deref().unwrap_or_default())
+            .into_owned();
+        Plan::Deliver {
+            order_key: job.split(':').next().unwrap_or_default().to_string(),
+            dedup: None,
+            job,
+        }
+    }
+
+    fn deliver<'a>(&'a self, _job: &'a String) -> BoxFuture<'a, Result<Outcome, Failure>> {
+        Box::pin(async { panic!("a batchable job goes through deliver_all or deliver_runs") })
+    }
+
+    fn deliver_all<'a>(
+        &'a self,
+        jobs: &'a [&'a String],
+    ) -> BoxFuture<'a, (Vec<Outcome>, Option<Failure>)> {
+        Box::pin(async move {
+            self.alone.lock().unwrap().push(strings(jobs));
+            self.run(jobs)
+        })
+    }
+
+    fn delivers_runs(&self) -> bool {
+        true
+    }
+
+    fn deliver_runs<'a>(
+        &'a self,
+        runs: &'a [Vec<&'a String>],
+    ) -> BoxFuture<'a, forward::RunAnswers> {
+        Box::pin(async move {
+            let seen = runs.iter().map(|r| strings(r)).collect();
+            self.rounds.lock().unwrap().push(seen);
+            runs.iter().map(|r| self.run(r)).collect()
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_delivered_together_in_rounds_and_a_failing_key_leaves_its_round() {
+    let broker = TestBroker::start().await;
+    let log = jobs_log(&broker).await;
+    let target = Arc::new(Rounds {
+        failures: Mutex::new([("b:1".to_string(), 2), ("c:2".to_string(), u32::MAX)].into()),
+        ..Rounds::default()
+    });
+    let running = forward::start(target.clone(), shared(log.clone()).await, fast_retries());
+    append(
+        log.as_ref(),
+        "jobs",
+        &["a:1", "b:1", "c:1", "a:2", "b:2", "c:2"],
+    )
+    .await;
+    within(10, async {
+        while committed(&broker, "chorus.rounds", "jobs").await != Some(6) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let run = |jobs: &[&str]| jobs.iter().map(|j| j.to_string()).collect::<Vec<_>>();
+    // The three keys went in one call; their second jobs, queued meanwhile, in the next
+    // (without b, which failed and went on by itself).
+    assert_eq!(
+        target.rounds.lock().unwrap().clone(),
+        [
+            vec![run(&["a:1"]), run(&["b:1"]), run(&["c:1"])],
+            vec![run(&["a:2"]), run(&["c:2"])],
+        ]
+    );
+    // b retried alone after its backoff (twice, the second try succeeding), then took its
+    // next job; c:2's permanent failure was dead-lettered without another try.
+    assert_eq!(
+        target.alone.lock().unwrap().clone(),
+        [run(&["b:1"]), run(&["b:1"]), run(&["b:2"])]
+    );
+    assert_eq!(
+        target.delivered.lock().unwrap().clone(),
+        run(&["a:1", "c:1", "a:2", "b:1", "b:2"]),
+        "b held up no other key, and each key stayed in order"
+    );
+    assert_eq!(running.metrics.delivered.load(Ordering::Relaxed), 5);
+    assert_eq!(running.metrics.retries.load(Ordering::Relaxed), 2);
+    assert_eq!(running.metrics.dead_lettered.load(Ordering::Relaxed), 1);
+    let letters = log
+        .read("test.dlq", 0, 0, 1 << 20, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].record.value.as_deref(), Some(&b"c:2"[..]));
     running.stop(Duration::from_secs(5)).await;
     broker.stop().await;
 }

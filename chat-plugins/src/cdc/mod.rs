@@ -17,8 +17,10 @@ pub mod mapping;
 use std::sync::Arc;
 
 use crate::error::ChatError;
-use crate::forward::{Failure, Outcome, Plan, Target};
+use crate::forward::{Failure, Outcome, Plan, RunAnswers, Target};
 use crate::log::{BoxFuture, Consumed, StartFrom};
+use crate::messages::Draft;
+use crate::notifications::Ready;
 use crate::{now_ms, Chat};
 use envelope::Change;
 pub use mapping::{CdcMapping, Kind, Output};
@@ -45,6 +47,55 @@ fn failure(e: ChatError) -> Failure {
     match e {
         ChatError::Unavailable(e) => Failure::Retry(format!("the log refused the write: {e}")),
         other => Failure::Permanent(format!("{}: {other}", other.code())),
+    }
+}
+
+impl CdcTarget {
+    /// The drafts of the messages at the front of `run`, checked: up to the first
+    /// notification, or the first that fails its checks (which fails on its own when the
+    /// rest have gone). An error when the first one fails them.
+    async fn drafts(&self, run: &[&Output]) -> Result<Vec<Draft>, Failure> {
+        let mut drafts = Vec::new();
+        for job in run {
+            let Output::Message(draft) = job else {
+                break;
+            };
+            if let Err(e) = self.chat.check(draft).await {
+                if drafts.is_empty() {
+                    return Err(failure(e));
+                }
+                break;
+            }
+            drafts.push(draft.clone());
+        }
+        Ok(drafts)
+    }
+
+    /// The notifications at the front of `run`, ready to append: up to the first message,
+    /// or the first whose payload cannot be written (an error when it is the first).
+    fn notifications(&self, run: &[&Output], now: i64) -> Result<Vec<Ready>, Failure> {
+        let mut ready = Vec::new();
+        for job in run {
+            let Output::Notification {
+                id,
+                user,
+                notification_type,
+                payload,
+            } = job
+            else {
+                break;
+            };
+            match self
+                .chat
+                .notifications
+                .prepare(user, notification_type, payload, Some(id), now)
+            {
+                Ok(r) => ready.push(r),
+                Err(e) if ready.is_empty() => return Err(failure(ChatError::Unavailable(e))),
+                Err(_) => break,
+            }
+        }
+        Ok(ready)
     }
 }
 
@@ -94,38 +145,69 @@ impl Target for CdcTarget {
         }
     }
 
-    /// The messages at the front go to the log in one append (all or none); a
-    /// notification goes alone.
+    fn delivers_runs(&self) -> bool {
+        true
+    }
+
+    /// Every run's messages go to the write path at once (each run, one conversation's, in
+    /// one append: all or none), and every run's notifications to the notifications topic
+    /// at once. A run stops at its first job that fails its checks.
+    fn deliver_runs<'a>(&'a self, runs: &'a [Vec<&'a Output>]) -> BoxFuture<'a, RunAnswers> {
+        Box::pin(async move {
+            let mut answers: RunAnswers = Vec::with_capacity(runs.len());
+            // (run, its drafts) and (run, its notifications, prepared).
+            let mut messages = Vec::new();
+            let mut notifications = Vec::new();
+            let now = now_ms();
+            for (i, run) in runs.iter().enumerate() {
+                answers.push((Vec::new(), None));
+                let prepared = match run.first() {
+                    Some(Output::Message(_)) => {
+                        self.drafts(run).await.map(|d| messages.push((i, d)))
+                    }
+                    Some(Output::Notification { .. }) => self
+                        .notifications(run, now)
+                        .map(|n| notifications.push((i, n))),
+                    None => Ok(()),
+                };
+                if let Err(f) = prepared {
+                    answers[i].1 = Some(f);
+                }
+            }
+            let (runs_of, groups): (Vec<usize>, Vec<_>) = messages.into_iter().unzip();
+            let sent = self.chat.messages.send_groups(groups, now).await;
+            for (i, result) in runs_of.into_iter().zip(sent) {
+                match result {
+                    Ok(receipts) => answers[i].0 = vec![Outcome::Delivered; receipts.len()],
+                    Err(e) => answers[i].1 = Some(failure(e)),
+                }
+            }
+            let lengths: Vec<(usize, usize)> =
+                notifications.iter().map(|(i, n)| (*i, n.len())).collect();
+            let all = notifications.into_iter().flat_map(|(_, n)| n).collect();
+            let mut written = self.chat.notifications.notify_all(all).await.into_iter();
+            for (i, n) in lengths {
+                for result in written.by_ref().take(n) {
+                    if answers[i].1.is_some() {
+                        continue;
+                    }
+                    match result {
+                        Ok(_) => answers[i].0.push(Outcome::Delivered),
+                        Err(e) => answers[i].1 = Some(failure(ChatError::Unavailable(e))),
+                    }
+                }
+            }
+            answers
+        })
+    }
+
     fn deliver_all<'a>(
         &'a self,
         jobs: &'a [&'a Output],
     ) -> BoxFuture<'a, (Vec<Outcome>, Option<Failure>)> {
         Box::pin(async move {
-            let mut drafts = Vec::new();
-            for job in jobs {
-                let Output::Message(draft) = job else {
-                    break;
-                };
-                if let Err(e) = self.chat.check(draft).await {
-                    if drafts.is_empty() {
-                        return (Vec::new(), Some(failure(e)));
-                    }
-                    // The ones before it go now; it fails on its own next time.
-                    break;
-                }
-                drafts.push(draft.clone());
-            }
-            if drafts.is_empty() {
-                return match self.deliver(jobs[0]).await {
-                    Ok(outcome) => (vec![outcome], None),
-                    Err(f) => (Vec::new(), Some(f)),
-                };
-            }
-            let n = drafts.len();
-            match self.chat.messages.send_all(drafts, now_ms()).await {
-                Ok(_) => (vec![Outcome::Delivered; n], None),
-                Err(e) => (Vec::new(), Some(failure(e))),
-            }
+            let runs = [jobs.to_vec()];
+            self.deliver_runs(&runs).await.pop().unwrap_or_default()
         })
     }
 

@@ -184,16 +184,39 @@ impl DedupStore {
 
     /// Records that `target` delivered `key`, for `ttl`. Durable when it returns.
     pub async fn mark(&self, target: &str, key: &str, ttl: Duration, now_ms: i64) -> Result<()> {
-        let full = full_key(target, key);
+        self.mark_all(target, &[key], ttl, now_ms)
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// [`DedupStore::mark`] for each of `keys` at once (those of a partition share one
+    /// append); answers per key.
+    pub async fn mark_all(
+        &self,
+        target: &str,
+        keys: &[&str],
+        ttl: Duration,
+        now_ms: i64,
+    ) -> Vec<Result<()>> {
         let expires_at = now_ms + ttl.as_millis() as i64;
-        let value = serde_json::to_vec(&Entry { expires_at }).expect("entries serialize");
-        self.append(vec![(full.clone(), Some(Bytes::from(value)))], now_ms)
-            .await?;
+        let value =
+            Bytes::from(serde_json::to_vec(&Entry { expires_at }).expect("entries serialize"));
+        let full: Vec<String> = keys.iter().map(|k| full_key(target, k)).collect();
+        let writes = full
+            .iter()
+            .map(|k| (k.clone(), Some(value.clone())))
+            .collect();
+        let results = self.append_each(writes, now_ms).await;
         let mut entries = self.entries.lock().expect("dedup lock");
-        let e = entries.entry(full).or_insert(expires_at);
-        // Another gateway may have recorded a later expiry meanwhile.
-        *e = (*e).max(expires_at);
-        Ok(())
+        for (key, result) in full.into_iter().zip(&results) {
+            if result.is_ok() {
+                let e = entries.entry(key).or_insert(expires_at);
+                // Another gateway may have recorded a later expiry meanwhile.
+                *e = (*e).max(expires_at);
+            }
+        }
+        results
     }
 
     /// Forgets expired entries and tombstones them in the topic; returns how many.
@@ -227,6 +250,15 @@ impl DedupStore {
 
     /// Appends a record per (key, value) and waits until all are durable.
     async fn append(&self, writes: Vec<(String, Option<Bytes>)>, now_ms: i64) -> Result<()> {
+        self.append_each(writes, now_ms).await.into_iter().collect()
+    }
+
+    /// Appends a record per (key, value); answers each once it is durable (or failed).
+    async fn append_each(
+        &self,
+        writes: Vec<(String, Option<Bytes>)>,
+        now_ms: i64,
+    ) -> Vec<Result<()>> {
         let mut answers = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             let partition = partition_for_key(key.as_bytes(), self.partitions);
@@ -246,9 +278,10 @@ impl DedupStore {
                 tokio::spawn(self.topic.clone().write_queued(partition));
             }
         }
+        let mut out = Vec::with_capacity(answers.len());
         for answer in answers {
-            answer.await.unwrap_or(Err(LogError::ShuttingDown))?;
+            out.push(answer.await.unwrap_or(Err(LogError::ShuttingDown)));
         }
-        Ok(())
+        out
     }
 }

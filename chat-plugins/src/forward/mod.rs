@@ -8,7 +8,9 @@
 //! (not a task each: a stream of new conversations would otherwise cost a spawn per
 //! record). Jobs that queued up behind a key are handed to the target
 //! together ([`Target::deliver_all`]), so a busy conversation costs one durable append per
-//! round rather than one per record. A job whose dedup key the target delivered within
+//! round rather than one per record. A target that writes to the log takes the keys of a
+//! poll together too ([`Target::deliver_runs`]): a round of keys then shares its appends,
+//! and a key that fails leaves the round to retry on its own. A job whose dedup key the target delivered within
 //! its TTL is skipped. A failed delivery is retried with exponential backoff; after the last retry the
 //! record goes to the dead-letter topic with the reason. Offsets are committed only below
 //! the oldest record not yet delivered or dead-lettered, so a crash re-delivers rather than
@@ -49,6 +51,9 @@ const REJOIN_PAUSE: Duration = Duration::from_millis(500);
 /// would share one task's cooperative budget of the runtime (a task that uses it up has
 /// its channel and lock operations refused until it yields) and one thread.
 const KEYS_PER_TASK: usize = 16;
+/// Most keys in one round of [`Target::deliver_runs`] (a round is one task, and what the
+/// target does for it between awaits runs on one thread at a time).
+const KEYS_PER_ROUND: usize = 64;
 /// Most jobs of one key handed to [`Target::deliver_all`] at once (64 chat messages at
 /// their 10 KiB limit stay well inside one append's 1 MiB).
 const KEY_BATCH: usize = 64;
@@ -77,6 +82,10 @@ pub enum Outcome {
     /// in the dedup store, so a later record with the same key is still delivered.
     NotNeeded,
 }
+
+/// Per run of jobs handed to [`Target::deliver_runs`]: the outcomes of the jobs delivered
+/// (a prefix of the run) and, when it stopped at a failure, why.
+pub type RunAnswers = Vec<(Vec<Outcome>, Option<Failure>)>;
 
 /// Why a delivery failed.
 #[derive(Debug)]
@@ -126,6 +135,27 @@ pub trait Target: Send + Sync + 'static {
             }
             (outcomes, None)
         })
+    }
+
+    /// Whether jobs of different keys go to the target together, through
+    /// [`Target::deliver_runs`]. Worth it when the target writes to a log, where many keys
+    /// share one append: a round of keys then costs one call instead of one per key. The
+    /// keys of a round wait for each other (one that fails leaves the round at once and
+    /// retries on its own), so a target whose deliveries can be slow without failing keeps
+    /// the default, which runs every key on its own.
+    fn delivers_runs(&self) -> bool {
+        false
+    }
+
+    /// Delivers the jobs of several keys: `runs[i]` holds jobs of one ordering key, in
+    /// order, and no two runs share a key. Answers each run as [`Target::deliver_all`]
+    /// answers its jobs; a failure in one run does not stop the others. Used only when
+    /// [`Target::delivers_runs`]; the default delivers the runs side by side, each through
+    /// [`Target::deliver_all`].
+    fn deliver_runs<'a>(&'a self, runs: &'a [Vec<&'a Self::Job>]) -> BoxFuture<'a, RunAnswers> {
+        Box::pin(futures_util::future::join_all(
+            runs.iter().map(|run| self.deliver_all(run)),
+        ))
     }
 
     /// Called after a job was dead-lettered (chat delivery tells the affected clients to
@@ -198,6 +228,13 @@ impl<J> Item<J> {
     fn order_key(&self) -> Option<&str> {
         match &self.plan {
             Plan::Deliver { order_key, .. } => Some(order_key),
+            Plan::Skip | Plan::Reject(_) => None,
+        }
+    }
+
+    fn job(&self) -> Option<&J> {
+        match &self.plan {
+            Plan::Deliver { job, .. } => Some(job),
             Plan::Skip | Plan::Reject(_) => None,
         }
     }
@@ -447,45 +484,136 @@ impl<T: Target> Clone for Worker<T> {
 
 impl<T: Target> Worker<T> {
     /// Runs each of `items` (the first job of a key with nothing running) and then the
-    /// jobs queued behind it, the keys side by side in one task.
+    /// jobs queued behind it: in rounds of keys when the target delivers runs of several
+    /// keys together, else the keys side by side in one task.
     fn start(&self, items: Vec<Item<T::Job>>) {
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
+        let (together, alone): (Vec<_>, Vec<_>) = if self.target.delivers_runs() {
+            items.into_iter().partition(Item::batchable)
+        } else {
+            (Vec::new(), items)
+        };
+        let mut together = together.into_iter().peekable();
+        while together.peek().is_some() {
             let worker = self.clone();
-            let chunk: Vec<_> = items.by_ref().take(KEYS_PER_TASK).collect();
+            let runs: Vec<_> = together
+                .by_ref()
+                .take(KEYS_PER_ROUND)
+                .map(|i| vec![i])
+                .collect();
+            tokio::spawn(async move { worker.run_rounds(runs).await });
+        }
+        let mut alone = alone.into_iter().peekable();
+        while alone.peek().is_some() {
+            let worker = self.clone();
+            let chunk: Vec<_> = alone.by_ref().take(KEYS_PER_TASK).collect();
             tokio::spawn(async move {
-                let mut keys: FuturesUnordered<_> =
-                    chunk.into_iter().map(|item| worker.run_key(item)).collect();
+                let mut keys: FuturesUnordered<_> = chunk
+                    .into_iter()
+                    .map(|item| worker.run_key(vec![item], None))
+                    .collect();
                 while keys.next().await.is_some() {}
             });
         }
     }
 
-    /// Runs `item`, then the jobs queued behind it under the same key.
-    async fn run_key(&self, item: Item<T::Job>) {
-        let mut items = vec![item];
+    /// Hands the target the runs of several keys at once ([`Target::deliver_runs`]), then
+    /// what queued up behind each key meanwhile, until every key's queue is empty. A key
+    /// whose run fails goes on by itself ([`Worker::run_key`], with its retries), so it
+    /// holds up no other key.
+    async fn run_rounds(&self, mut runs: Vec<Vec<Item<T::Job>>>) {
+        while !runs.is_empty() {
+            let answers = {
+                let jobs: Vec<Vec<&T::Job>> = runs
+                    .iter()
+                    .map(|run| run.iter().filter_map(Item::job).collect())
+                    .collect();
+                self.target.deliver_runs(&jobs).await
+            };
+            let mut next = Vec::new();
+            let mut answers = answers.into_iter();
+            for run in runs {
+                let (outcomes, failure) = answers.next().unwrap_or_default();
+                let key = run[0].order_key().map(str::to_string);
+                let mut run = VecDeque::from(run);
+                for outcome in outcomes.into_iter().take(run.len()) {
+                    self.count(outcome);
+                    if let Some(item) = run.pop_front() {
+                        let _ = self.done_tx.send(Done::of(&item.record));
+                    }
+                }
+                if let Some(failure) = failure {
+                    let worker = self.clone();
+                    tokio::spawn(async move { worker.run_key(run.into(), Some(failure)).await });
+                    continue;
+                }
+                if !run.is_empty() {
+                    // A short answer: the rest goes again in the next round.
+                    next.push(run.into());
+                    continue;
+                }
+                let Some(key) = key else {
+                    continue;
+                };
+                let more = self.next_of(&key);
+                match more.first() {
+                    None => {}
+                    Some(item) if item.batchable() => next.push(more),
+                    Some(_) => {
+                        let worker = self.clone();
+                        tokio::spawn(async move { worker.run_key(more, None).await });
+                    }
+                }
+            }
+            if *self.stop.borrow() {
+                // Abandoned: the offsets stay uncommitted and the next run delivers them.
+                return;
+            }
+            runs = next;
+        }
+    }
+
+    /// The jobs to run next for `key` ([`take_next`]); when none are queued, the key is
+    /// done and the next record with it starts afresh.
+    fn next_of(&self, key: &str) -> Vec<Item<T::Job>> {
+        let mut queues = self.queues.lock().expect("queues lock");
+        let items = queues.get_mut(key).map(take_next).unwrap_or_default();
+        if items.is_empty() {
+            queues.remove(key);
+        }
+        items
+    }
+
+    fn count(&self, outcome: Outcome) {
+        ForwardMetrics::inc(match outcome {
+            Outcome::Delivered => &self.metrics.delivered,
+            Outcome::NotNeeded => &self.metrics.skipped,
+        });
+    }
+
+    /// Runs `items` (of one key; `failed` says why a first try at them, in a round, failed),
+    /// then the jobs queued behind them under the same key.
+    async fn run_key(&self, mut items: Vec<Item<T::Job>>, mut failed: Option<Failure>) {
         loop {
             let key = items[0].order_key().map(str::to_string);
             // Abandoned when stopping: the offsets stay uncommitted and the next run
             // delivers them.
-            if !self.process_all(items).await {
+            if !self.process_all(items, failed.take()).await {
                 return;
             }
             let Some(key) = key else {
                 return;
             };
-            let mut queues = self.queues.lock().expect("queues lock");
-            items = queues.get_mut(&key).map(take_next).unwrap_or_default();
+            items = self.next_of(&key);
             if items.is_empty() {
-                queues.remove(&key);
                 return;
             }
         }
     }
 
     /// Handles `items` (one, or batchable jobs of one key) and reports each as done;
-    /// false when abandoned because the forwarder is stopping.
-    async fn process_all(&self, mut items: Vec<Item<T::Job>>) -> bool {
+    /// false when abandoned because the forwarder is stopping. `failed`: the first try at
+    /// `items` already failed so.
+    async fn process_all(&self, mut items: Vec<Item<T::Job>>, mut failed: Option<Failure>) -> bool {
         if items.len() == 1 && !items[0].batchable() {
             let item = items.pop().expect("one item");
             let done = Done::of(&item.record);
@@ -510,26 +638,25 @@ impl<T: Target> Worker<T> {
         let mut attempts = 0;
         while start < jobs.len() {
             attempts += 1;
-            let (mut outcomes, failure) = {
-                let refs: Vec<&T::Job> = jobs[start..].iter().collect();
-                self.target.deliver_all(&refs).await
+            let (outcomes, failure) = match failed.take() {
+                Some(f) => (Vec::new(), Some(f)),
+                None => {
+                    let refs: Vec<&T::Job> = jobs[start..].iter().collect();
+                    self.target.deliver_all(&refs).await
+                }
             };
-            outcomes.truncate(jobs.len() - start);
-            if !outcomes.is_empty() {
+            let delivered_some = !outcomes.is_empty();
+            if delivered_some {
                 attempts = 1;
             }
-            for outcome in &outcomes {
-                let counter = match outcome {
-                    Outcome::Delivered => &self.metrics.delivered,
-                    Outcome::NotNeeded => &self.metrics.skipped,
-                };
-                ForwardMetrics::inc(counter);
+            for outcome in outcomes.into_iter().take(jobs.len() - start) {
+                self.count(outcome);
                 let _ = self.done_tx.send(done(&records[start]));
                 start += 1;
             }
             let failure = match failure {
                 Some(f) => f,
-                None if !outcomes.is_empty() || start >= jobs.len() => continue,
+                None if delivered_some || start >= jobs.len() => continue,
                 None => Failure::Retry("the target delivered none of the jobs".into()),
             };
             // The failure paths are boxed: a key's future is moved whole when it starts,

@@ -9,10 +9,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::dedup::DedupStore;
-use super::{Failure, Outcome, Plan, RetryPolicy, Target};
+use super::{Failure, Outcome, Plan, RetryPolicy, RunAnswers, Target};
 use crate::event::StoredMessage;
 use crate::gateway::Gateway;
 use crate::log::{BoxFuture, Consumed, StartFrom};
+use crate::notifications::Ready;
 use crate::{now_ms, Chat};
 
 /// `[chat.notify]`.
@@ -157,48 +158,129 @@ impl Target for ChatNotifier {
 
     fn deliver<'a>(&'a self, job: &'a NotifyJob) -> BoxFuture<'a, Result<Outcome, Failure>> {
         Box::pin(async move {
-            let m = &job.message;
-            let Some(conversation) = m.conversation() else {
-                return Ok(Outcome::NotNeeded);
-            };
-            let absent = self.gateway.not_receiving(&job.users, &conversation);
-            let mut notified = 0;
-            for user in absent {
-                // Per user, so a retry after a partial failure only does the rest.
-                let key = format!("{}/{user}", conversation.key());
-                if self.dedup.seen(Self::NAME, &key, now_ms()) {
-                    continue;
-                }
-                let payload = ChatPayload {
-                    group_id: match m.stream_id {
-                        Some(_) => None,
-                        None => m.group_id.as_deref(),
-                    },
-                    msg_id: &m.msg_id,
-                    preview: preview(&m.content),
-                    sender_id: &m.sender_id,
-                    sequence_number: m.sequence_number,
-                    stream_id: m.stream_id.as_deref(),
-                };
-                // The id makes a re-run of this job (crash before the dedup mark) append
-                // nothing new.
-                let id = format!("chat:{}:{}:{user}", m.sender_id, m.msg_id);
-                self.chat
-                    .notify(&user, "chat", &payload, Some(&id))
-                    .await
-                    .map_err(|e| Failure::Retry(format!("notification for {user}: {e}")))?;
-                self.dedup
-                    .mark(Self::NAME, &key, self.ttl, now_ms())
-                    .await
-                    .map_err(|e| Failure::Retry(format!("dedup store: {e}")))?;
-                notified += 1;
+            let runs = [vec![job]];
+            match self.deliver_runs(&runs).await.pop() {
+                Some((_, Some(failure))) => Err(failure),
+                Some((outcomes, None)) if !outcomes.is_empty() => Ok(outcomes[0]),
+                _ => Err(Failure::Retry("the job was not delivered".into())),
             }
-            Ok(if notified > 0 {
-                Outcome::Delivered
-            } else {
-                Outcome::NotNeeded
-            })
         })
+    }
+
+    fn delivers_runs(&self) -> bool {
+        true
+    }
+
+    /// Every notification the runs need goes to the notifications topic at once, and then
+    /// the dedup marks of those written at once: two appends per partition for the lot.
+    /// A job's users are notified one by one in the sense that counts: a retry after a
+    /// partial failure finds the marks of those done and only does the rest.
+    fn deliver_runs<'a>(&'a self, runs: &'a [Vec<&'a NotifyJob>]) -> BoxFuture<'a, RunAnswers> {
+        Box::pin(async move {
+            let now = now_ms();
+            // Per notification: the job (run, index in it) and its dedup key.
+            let mut wanted: Vec<(usize, usize, String)> = Vec::new();
+            let mut ready = Vec::new();
+            // Per run: the first job that failed, and why.
+            let mut failed: Vec<Option<(usize, Failure)>> = Vec::with_capacity(runs.len());
+            for (i, run) in runs.iter().enumerate() {
+                failed.push(None);
+                // The jobs of a run are of one conversation: a later one needs no
+                // notification an earlier one is writing.
+                let mut in_run: Vec<String> = Vec::new();
+                'jobs: for (j, job) in run.iter().enumerate() {
+                    let m = &job.message;
+                    let Some(conversation) = m.conversation() else {
+                        continue;
+                    };
+                    for user in self.gateway.not_receiving(&job.users, &conversation) {
+                        let key = format!("{}/{user}", conversation.key());
+                        if in_run.contains(&key) || self.dedup.seen(Self::NAME, &key, now) {
+                            continue;
+                        }
+                        match self.prepare(m, &user, now) {
+                            Ok(r) => ready.push(r),
+                            Err(e) => {
+                                failed[i] = Some((j, e));
+                                break 'jobs;
+                            }
+                        }
+                        in_run.push(key.clone());
+                        wanted.push((i, j, key));
+                    }
+                }
+            }
+            let written = self.chat.notifications.notify_all(ready).await;
+            let mut to_mark = Vec::new();
+            for ((i, j, key), result) in wanted.iter().zip(written) {
+                match result {
+                    Ok(_) => to_mark.push((*i, *j, key.as_str())),
+                    Err(e) => fail_at(&mut failed[*i], *j, format!("notification for {key}: {e}")),
+                }
+            }
+            let keys: Vec<&str> = to_mark.iter().map(|(_, _, k)| *k).collect();
+            let marked = self.dedup.mark_all(Self::NAME, &keys, self.ttl, now).await;
+            for ((i, j, _), result) in to_mark.iter().zip(marked) {
+                if let Err(e) = result {
+                    fail_at(&mut failed[*i], *j, format!("dedup store: {e}"));
+                }
+            }
+            // A job notified someone (Delivered) or no one (NotNeeded); a run's answer
+            // ends at its first failed job.
+            let mut notified: Vec<Vec<bool>> = runs.iter().map(|r| vec![false; r.len()]).collect();
+            for (i, j, _) in &wanted {
+                notified[*i][*j] = true;
+            }
+            notified
+                .into_iter()
+                .zip(failed)
+                .map(|(jobs, failed)| {
+                    let end = failed.as_ref().map_or(jobs.len(), |(j, _)| *j);
+                    let outcomes = jobs[..end]
+                        .iter()
+                        .map(|n| {
+                            if *n {
+                                Outcome::Delivered
+                            } else {
+                                Outcome::NotNeeded
+                            }
+                        })
+                        .collect();
+                    (outcomes, failed.map(|(_, f)| f))
+                })
+                .collect()
+        })
+    }
+}
+
+/// Records that job `j` of a run failed, unless an earlier one of the run did.
+fn fail_at(failed: &mut Option<(usize, Failure)>, j: usize, reason: String) {
+    if failed.as_ref().is_none_or(|(earlier, _)| j < *earlier) {
+        *failed = Some((j, Failure::Retry(reason)));
+    }
+}
+
+impl ChatNotifier {
+    /// The `chat` notification of message `m` for `user`, ready to append.
+    fn prepare(&self, m: &StoredMessage, user: &str, now: i64) -> Result<Ready, Failure> {
+        let payload = ChatPayload {
+            group_id: match m.stream_id {
+                Some(_) => None,
+                None => m.group_id.as_deref(),
+            },
+            msg_id: &m.msg_id,
+            preview: preview(&m.content),
+            sender_id: &m.sender_id,
+            sequence_number: m.sequence_number,
+            stream_id: m.stream_id.as_deref(),
+        };
+        // The id makes a re-run of this job (crash before the dedup mark) append nothing
+        // new.
+        let id = format!("chat:{}:{}:{user}", m.sender_id, m.msg_id);
+        self.chat
+            .notifications
+            .prepare(user, "chat", &payload, Some(&id), now)
+            .map_err(|e| Failure::Retry(format!("notification for {user}: {e}")))
     }
 }
 
