@@ -269,6 +269,16 @@ struct Done {
     offset: i64,
 }
 
+impl From<Consumed> for Done {
+    fn from(record: Consumed) -> Done {
+        Done {
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+        }
+    }
+}
+
 impl Done {
     fn of(record: &Consumed) -> Done {
         Done {
@@ -530,33 +540,35 @@ impl<T: Target> Worker<T> {
                 self.target.deliver_runs(&jobs).await
             };
             let mut next = Vec::new();
+            // Keys whose run was delivered whole: what queued behind them goes next.
+            let mut finished = Vec::new();
             let mut answers = answers.into_iter();
             for run in runs {
                 let (outcomes, failure) = answers.next().unwrap_or_default();
                 let key = run[0].order_key().map(str::to_string);
+                let n = outcomes.len().min(run.len());
                 let mut run = VecDeque::from(run);
-                for outcome in outcomes.into_iter().take(run.len()) {
+                for (outcome, item) in outcomes.into_iter().zip(run.drain(..n)) {
                     self.count(outcome);
-                    if let Some(item) = run.pop_front() {
-                        let _ = self.done_tx.send(Done::of(&item.record));
-                    }
+                    let _ = self.done_tx.send(Done::from(item.record));
                 }
                 if let Some(failure) = failure {
                     let worker = self.clone();
                     tokio::spawn(async move { worker.run_key(run.into(), Some(failure)).await });
-                    continue;
-                }
-                if !run.is_empty() {
+                } else if !run.is_empty() {
                     // A short answer: the rest goes again in the next round.
                     next.push(run.into());
-                    continue;
+                } else {
+                    finished.extend(key);
                 }
-                let Some(key) = key else {
-                    continue;
-                };
-                let more = self.next_of(&key);
+            }
+            let mut queues = self.queues.lock().expect("queues lock");
+            for key in finished {
+                let more = queues.get_mut(&key).map(take_next).unwrap_or_default();
                 match more.first() {
-                    None => {}
+                    None => {
+                        queues.remove(&key);
+                    }
                     Some(item) if item.batchable() => next.push(more),
                     Some(_) => {
                         let worker = self.clone();
@@ -564,6 +576,7 @@ impl<T: Target> Worker<T> {
                     }
                 }
             }
+            drop(queues);
             if *self.stop.borrow() {
                 // Abandoned: the offsets stay uncommitted and the next run delivers them.
                 return;

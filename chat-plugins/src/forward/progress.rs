@@ -17,15 +17,22 @@ struct Partition {
 
 #[derive(Debug, Default)]
 pub struct Progress {
-    partitions: HashMap<(String, i32), Partition>,
+    /// Topic -> partition -> its progress (looked up by `&str`, without a key to build,
+    /// twice per record).
+    topics: HashMap<String, HashMap<i32, Partition>>,
 }
 
 impl Progress {
     /// A record at `offset` is being worked on.
     pub fn start(&mut self, topic: &str, partition: i32, offset: i64) {
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_string(), HashMap::new());
+        }
         let p = self
-            .partitions
-            .entry((topic.to_string(), partition))
+            .topics
+            .get_mut(topic)
+            .expect("just added")
+            .entry(partition)
             .or_insert_with(|| Partition {
                 committed: -1,
                 ..Partition::default()
@@ -36,28 +43,38 @@ impl Progress {
 
     /// The record at `offset` is delivered or dead-lettered.
     pub fn finish(&mut self, topic: &str, partition: i32, offset: i64) {
-        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+        if let Some(p) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.get_mut(&partition))
+        {
             p.pending.remove(&offset);
         }
     }
 
     /// Records not yet done, over all partitions.
     pub fn in_flight(&self) -> usize {
-        self.partitions.values().map(|p| p.pending.len()).sum()
+        self.topics
+            .values()
+            .flat_map(HashMap::values)
+            .map(|p| p.pending.len())
+            .sum()
     }
 
     /// Per partition this member owns, the next offset to consume where that moved since
     /// the last call: what to commit now.
     pub fn take_commits(&mut self, owned: &[(String, i32)]) -> Vec<(String, i32, i64)> {
         let mut out = Vec::new();
-        for ((topic, partition), p) in &mut self.partitions {
-            if !owned.iter().any(|(t, n)| t == topic && n == partition) {
-                continue;
-            }
-            let safe = p.pending.first().copied().unwrap_or(p.next);
-            if safe > p.committed {
-                p.committed = safe;
-                out.push((topic.clone(), *partition, safe));
+        for (topic, partitions) in &mut self.topics {
+            for (partition, p) in partitions {
+                if !owned.iter().any(|(t, n)| t == topic && n == partition) {
+                    continue;
+                }
+                let safe = p.pending.first().copied().unwrap_or(p.next);
+                if safe > p.committed {
+                    p.committed = safe;
+                    out.push((topic.clone(), *partition, safe));
+                }
             }
         }
         out.sort();
@@ -68,8 +85,12 @@ impl Progress {
     /// new owner commits them from now on). A partition with records still pending is
     /// kept, so if it comes back, its commits still stop below them.
     pub fn retain(&mut self, owned: &[(String, i32)]) {
-        self.partitions
-            .retain(|k, p| owned.contains(k) || !p.pending.is_empty());
+        for (topic, partitions) in &mut self.topics {
+            partitions.retain(|partition, p| {
+                owned.iter().any(|(t, n)| t == topic && n == partition) || !p.pending.is_empty()
+            });
+        }
+        self.topics.retain(|_, partitions| !partitions.is_empty());
     }
 }
 

@@ -341,15 +341,11 @@ impl Gateway {
     /// connection too slow (it closes itself) without touching the others. The connection
     /// table is locked once for the whole list.
     fn deliver_all(&self, users: &[String], push: &Push) {
-        let conns: Vec<Arc<Conn>> = {
-            let table = self.connections.lock().expect("connections lock");
-            users
-                .iter()
-                .filter_map(|u| table.get(u))
-                .flatten()
-                .cloned()
-                .collect()
-        };
+        let conns = self.connections_of(users.iter().map(String::as_str));
+        self.push_to(conns, push);
+    }
+
+    fn push_to(&self, conns: Vec<Arc<Conn>>, push: &Push) {
         for conn in conns {
             if conn.tx.try_send(push.clone()).is_err()
                 && !conn.overflowed.swap(true, Ordering::AcqRel)
@@ -359,16 +355,27 @@ impl Gateway {
         }
     }
 
-    /// Users a message goes to.
-    fn audience(&self, m: &StoredMessage) -> Arc<[String]> {
+    /// The connections here of `users` (the table locked once for the whole list).
+    fn connections_of<'a>(&self, users: impl Iterator<Item = &'a str>) -> Vec<Arc<Conn>> {
+        let table = self.connections.lock().expect("connections lock");
+        users
+            .filter_map(|u| table.get(u))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The connections here of the users a message goes to: its sender and receiver, or
+    /// its group's members.
+    fn audience(&self, m: &StoredMessage) -> Vec<Arc<Conn>> {
         match (&m.receiver_id, &m.group_id) {
-            (Some(r), _) => {
-                let mut users = vec![m.sender_id.clone(), r.clone()];
-                users.dedup();
-                users.into()
+            (Some(r), _) if *r == m.sender_id => self.connections_of([r.as_str()].into_iter()),
+            (Some(r), _) => self.connections_of([m.sender_id.as_str(), r.as_str()].into_iter()),
+            (None, Some(g)) => {
+                let members = self.group_members(g);
+                self.connections_of(members.iter().map(String::as_str))
             }
-            (None, Some(g)) => self.group_members(g),
-            _ => Arc::new([]),
+            _ => Vec::new(),
         }
     }
 
@@ -472,11 +479,15 @@ async fn fan_out(
         match topic {
             Topic::Messages => {
                 for m in chat.messages.follow(partition, &records) {
+                    // The frame is written only for a message someone here receives.
+                    let audience = gateway.audience(&m);
+                    if audience.is_empty() {
+                        continue;
+                    }
                     let Some(out) = Outgoing::new(&m) else {
                         continue;
                     };
-                    let audience = gateway.audience(&m);
-                    gateway.deliver_all(&audience, &Push::Message(Arc::new(out)));
+                    gateway.push_to(audience, &Push::Message(Arc::new(out)));
                 }
             }
             Topic::Membership => {
