@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,7 +51,8 @@ impl Record {
 /// A record read from the log, with where it sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumed {
-    pub topic: String,
+    /// Shared by the records of one read (a name per record would cost an allocation each).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub record: Record,

@@ -243,7 +243,7 @@ impl MembershipStore {
         let offset = appended.base_offset;
         if self.applied_end(partition) >= offset {
             let ours = Consumed {
-                topic: self.topic.clone(),
+                topic: self.topic.as_str().into(),
                 partition,
                 offset,
                 record,

@@ -127,9 +127,11 @@ struct Shard {
     applied_end: i64,
     /// Recent messages by client id, so a retry gets the original back.
     by_client_id: HashMap<Arc<ClientId>, Sent>,
-    /// Those client ids in the order they were taken in, to forget the oldest first
-    /// (shared with the map's keys rather than copied).
-    remembered: VecDeque<Arc<ClientId>>,
+    /// Those client ids in the order they were taken in, with their messages' timestamps,
+    /// to forget the oldest first (shared with the map's keys rather than copied). An id
+    /// is in the map exactly while its entry here is: it is added to both at once, and
+    /// removed from the map only when its entry here goes.
+    remembered: VecDeque<(Arc<ClientId>, i64)>,
     /// The newest message timestamp taken in (the log's clock for forgetting).
     newest: i64,
     /// Where each message of a conversation sits; the last one's number is the
@@ -253,16 +255,13 @@ impl Shard {
                 timestamp,
             },
         );
-        self.remembered.push_back(client_id);
-        while let Some(oldest) = self.remembered.front() {
-            let expired = self
-                .by_client_id
-                .get(oldest)
-                .is_none_or(|s| s.timestamp < self.newest - MSG_ID_WINDOW_MS);
+        self.remembered.push_back((client_id, timestamp));
+        while let Some((_, oldest)) = self.remembered.front() {
+            let expired = *oldest < self.newest - MSG_ID_WINDOW_MS;
             if !expired && self.remembered.len() <= MSG_ID_MEMORY {
                 break;
             }
-            if let Some(gone) = self.remembered.pop_front() {
+            if let Some((gone, _)) = self.remembered.pop_front() {
                 self.by_client_id.remove(gone.as_ref());
             }
         }
@@ -418,18 +417,20 @@ impl Inner {
         };
         let (base, last) = (appended.base_offset, appended.last_offset);
         let together = last - base + 1 == count;
-        let taken_in = {
+        // What the log made of each of ours, when we took them in ourselves.
+        let taken: Option<Vec<Option<Arc<StoredMessage>>>> = {
             let mut shard = self.shard(partition);
             if together && shard.applied_end >= base {
-                for (i, (message, _)) in fresh.iter().enumerate() {
-                    shard.follow(base + i as i64, Some(message.clone()));
-                }
-                true
+                let made = fresh
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (message, _))| shard.follow(base + i as i64, Some(message.clone())));
+                Some(made.collect())
             } else {
-                false
+                None
             }
         };
-        if !taken_in {
+        if taken.is_none() {
             // Another writer's records came before or among ours: read the log as it is.
             if let Err(e) = self.catch_up(partition, last + 1).await {
                 // The messages are written; a retry with the same msg_id finds them.
@@ -445,30 +446,30 @@ impl Inner {
             fresh
                 .iter()
                 .zip(&appended.offsets)
-                .map(|((ours, _), offset)| {
-                    let key = (ours.sender_id.clone(), ours.msg_id.clone());
-                    let conversation = ours.conversation().expect("drafts have a conversation");
-                    match shard.by_client_id.get(&key) {
-                        Some(sent) => (
-                            Receipt {
-                                msg_id: ours.msg_id.clone(),
-                                conversation,
-                                sequence_number: sent.sequence_number,
-                                timestamp: sent.timestamp,
-                            },
-                            sent.offset != *offset,
-                        ),
-                        // Only if the window forgot it already: answer with what we wrote.
-                        None => (
-                            Receipt {
-                                msg_id: ours.msg_id.clone(),
-                                conversation,
-                                sequence_number: ours.sequence_number,
-                                timestamp: ours.timestamp,
-                            },
-                            false,
-                        ),
-                    }
+                .enumerate()
+                .map(|(i, ((ours, _), offset))| {
+                    let (sequence_number, timestamp, repeat) = match taken
+                        .as_ref()
+                        .and_then(|t| t.get(i))
+                    {
+                        // Taken in as a new message: numbered there.
+                        Some(Some(m)) => (m.sequence_number, m.timestamp, false),
+                        _ => {
+                            let key = (ours.sender_id.clone(), ours.msg_id.clone());
+                            match shard.by_client_id.get(&key) {
+                                Some(s) => (s.sequence_number, s.timestamp, s.offset != *offset),
+                                // Only if the window forgot it already: what we wrote.
+                                None => (ours.sequence_number, ours.timestamp, false),
+                            }
+                        }
+                    };
+                    let receipt = Receipt {
+                        msg_id: ours.msg_id.clone(),
+                        conversation: ours.conversation().expect("drafts have a conversation"),
+                        sequence_number,
+                        timestamp,
+                    };
+                    (receipt, repeat)
                 })
                 .collect()
         };

@@ -182,6 +182,7 @@ fn read_records(p: &Partition, offset: i64, max_bytes: usize) -> Result<Vec<Cons
             bytes::Bytes::copy_from_slice(part)
         }
     };
+    let topic: std::sync::Arc<str> = p.topic.as_str().into();
     let mut out = Vec::new();
     for (_, header, bytes) in BatchIter::new(&buffer) {
         if header.is_control() || header.next_offset() <= offset {
@@ -202,7 +203,7 @@ fn read_records(p: &Partition, offset: i64, max_bytes: usize) -> Result<Vec<Cons
                 }
             };
             out.push(Consumed {
-                topic: p.topic.clone(),
+                topic: topic.clone(),
                 partition: p.index,
                 offset: at,
                 record: Record {

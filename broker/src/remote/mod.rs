@@ -298,7 +298,7 @@ pub(crate) fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
         })
         .unwrap_or_default();
     Consumed {
-        topic: m.topic().to_string(),
+        topic: m.topic().into(),
         partition: m.partition(),
         offset: m.offset(),
         record: Record {

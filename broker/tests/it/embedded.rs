@@ -334,7 +334,7 @@ async fn drain(
             let mut commits = Vec::new();
             for c in &got {
                 seen.push((c.partition, c.offset));
-                commits.push((c.topic.clone(), c.partition, c.offset + 1));
+                commits.push((c.topic.to_string(), c.partition, c.offset + 1));
             }
             if !commits.is_empty() {
                 member.commit(&commits).await.unwrap();
@@ -386,7 +386,7 @@ async fn in_process_members_share_partitions_and_take_over_when_one_leaves() {
                 let got = m.poll(Duration::from_millis(100)).await.unwrap();
                 let commits: Vec<_> = got
                     .iter()
-                    .map(|c| (c.topic.clone(), c.partition, c.offset + 1))
+                    .map(|c| (c.topic.to_string(), c.partition, c.offset + 1))
                     .collect();
                 seen.extend(got.iter().map(|c| (c.partition, c.offset)));
                 if !commits.is_empty() {

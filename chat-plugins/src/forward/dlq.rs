@@ -57,7 +57,7 @@ impl DeadLetters {
         headers.extend([
             text(REASON, reason.to_string()),
             text(TARGET, target.to_string()),
-            text(SOURCE_TOPIC, source.topic.clone()),
+            text(SOURCE_TOPIC, source.topic.to_string()),
             text(SOURCE_PARTITION, source.partition.to_string()),
             text(SOURCE_OFFSET, source.offset.to_string()),
             text(ATTEMPTS, attempts.to_string()),

@@ -264,7 +264,7 @@ fn take_next<J>(waiting: &mut VecDeque<Item<J>>) -> Vec<Item<J>> {
 
 /// A job finished (delivered, skipped as a duplicate, or dead-lettered).
 struct Done {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
 }
