@@ -545,6 +545,14 @@ impl<T: Target> Worker<T> {
             let mut answers = answers.into_iter();
             for run in runs {
                 let (outcomes, failure) = answers.next().unwrap_or_default();
+                // Nothing delivered and no reason given: a failure all the same, so the
+                // key retries with backoff instead of coming straight back.
+                let failure = match failure {
+                    None if outcomes.is_empty() => Some(Failure::Retry(
+                        "the target delivered none of the jobs".into(),
+                    )),
+                    other => other,
+                };
                 let key = run[0].order_key().map(str::to_string);
                 let n = outcomes.len().min(run.len());
                 let mut run = VecDeque::from(run);
