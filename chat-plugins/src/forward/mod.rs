@@ -10,11 +10,12 @@
 //! together ([`Target::deliver_all`]), so a busy conversation costs one durable append per
 //! round rather than one per record. A target that writes to the log takes the keys of a
 //! poll together too ([`Target::deliver_runs`]): a round of keys then shares its appends,
-//! and a key that fails leaves the round to retry on its own. A job whose dedup key the target delivered within
-//! its TTL is skipped. A failed delivery is retried with exponential backoff; after the last retry the
-//! record goes to the dead-letter topic with the reason. Offsets are committed only below
-//! the oldest record not yet delivered or dead-lettered, so a crash re-delivers rather than
-//! loses, and the dedup store keeps the re-delivery from repeating what was done.
+//! and a key that fails leaves the round to retry on its own. A job whose dedup key the
+//! target delivered within its TTL is skipped. A failed delivery is retried with
+//! exponential backoff; after the last retry the record goes to the dead-letter topic with
+//! the reason. Offsets are committed only below the oldest record not yet delivered or
+//! dead-lettered, so a crash re-delivers rather than loses, and the dedup store keeps the
+//! re-delivery from repeating what was done.
 
 pub mod dedup;
 pub mod dlq;
