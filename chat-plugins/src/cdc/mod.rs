@@ -17,7 +17,9 @@ pub mod mapping;
 use std::sync::Arc;
 
 use crate::error::ChatError;
-use crate::forward::{Failure, Outcome, Plan, RunAnswers, Target};
+use crate::forward::{
+    deliver_all_as_run, deliver_one_as_run, Failure, Outcome, Plan, RunAnswers, Target,
+};
 use crate::log::{BoxFuture, Consumed, StartFrom};
 use crate::messages::Draft;
 use crate::notifications::Ready;
@@ -205,32 +207,11 @@ impl Target for CdcTarget {
         &'a self,
         jobs: &'a [&'a Output],
     ) -> BoxFuture<'a, (Vec<Outcome>, Option<Failure>)> {
-        Box::pin(async move {
-            let runs = [jobs.to_vec()];
-            self.deliver_runs(&runs).await.pop().unwrap_or_default()
-        })
+        Box::pin(deliver_all_as_run(self, jobs))
     }
 
     fn deliver<'a>(&'a self, job: &'a Output) -> BoxFuture<'a, Result<Outcome, Failure>> {
-        Box::pin(async move {
-            match job {
-                Output::Message(draft) => {
-                    self.chat.send(draft.clone()).await.map_err(failure)?;
-                }
-                Output::Notification {
-                    id,
-                    user,
-                    notification_type,
-                    payload,
-                } => {
-                    self.chat
-                        .notify(user, notification_type, payload, Some(id))
-                        .await
-                        .map_err(failure)?;
-                }
-            }
-            Ok(Outcome::Delivered)
-        })
+        Box::pin(deliver_one_as_run(self, job))
     }
 }
 

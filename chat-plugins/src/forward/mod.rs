@@ -164,6 +164,26 @@ pub trait Target: Send + Sync + 'static {
     fn dead_lettered(&self, _job: &Self::Job) {}
 }
 
+/// [`Target::deliver`] for a target whose deliveries are written as runs
+/// ([`Target::deliver_runs`]): one run of one job, so there is one way to deliver.
+pub async fn deliver_one_as_run<T: Target>(target: &T, job: &T::Job) -> Result<Outcome, Failure> {
+    let runs = [vec![job]];
+    match target.deliver_runs(&runs).await.pop() {
+        Some((_, Some(failure))) => Err(failure),
+        Some((outcomes, None)) if !outcomes.is_empty() => Ok(outcomes[0]),
+        _ => Err(Failure::Retry("the job was not delivered".into())),
+    }
+}
+
+/// [`Target::deliver_all`] for such a target: the jobs of one key as one run.
+pub async fn deliver_all_as_run<T: Target>(
+    target: &T,
+    jobs: &[&T::Job],
+) -> (Vec<Outcome>, Option<Failure>) {
+    let runs = [jobs.to_vec()];
+    target.deliver_runs(&runs).await.pop().unwrap_or_default()
+}
+
 /// Counters of one target, shown on `/metrics`.
 #[derive(Debug, Default)]
 pub struct ForwardMetrics {

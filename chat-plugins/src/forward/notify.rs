@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::dedup::DedupStore;
-use super::{Failure, Outcome, Plan, RetryPolicy, RunAnswers, Target};
+use super::{
+    deliver_all_as_run, deliver_one_as_run, Failure, Outcome, Plan, RetryPolicy, RunAnswers, Target,
+};
 use crate::event::StoredMessage;
 use crate::gateway::Gateway;
 use crate::log::{BoxFuture, Consumed, StartFrom};
@@ -157,14 +159,14 @@ impl Target for ChatNotifier {
     }
 
     fn deliver<'a>(&'a self, job: &'a NotifyJob) -> BoxFuture<'a, Result<Outcome, Failure>> {
-        Box::pin(async move {
-            let runs = [vec![job]];
-            match self.deliver_runs(&runs).await.pop() {
-                Some((_, Some(failure))) => Err(failure),
-                Some((outcomes, None)) if !outcomes.is_empty() => Ok(outcomes[0]),
-                _ => Err(Failure::Retry("the job was not delivered".into())),
-            }
-        })
+        Box::pin(deliver_one_as_run(self, job))
+    }
+
+    fn deliver_all<'a>(
+        &'a self,
+        jobs: &'a [&'a NotifyJob],
+    ) -> BoxFuture<'a, (Vec<Outcome>, Option<Failure>)> {
+        Box::pin(deliver_all_as_run(self, jobs))
     }
 
     fn delivers_runs(&self) -> bool {

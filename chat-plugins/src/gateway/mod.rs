@@ -259,7 +259,7 @@ impl Gateway {
         }
     }
 
-    /// Users with a connection here.
+    /// Whether `user` has a connection here.
     fn connected_here(&self, user: &str) -> bool {
         self.connections
             .lock()
@@ -267,6 +267,7 @@ impl Gateway {
             .contains_key(user)
     }
 
+    /// Users with a connection here.
     fn connected_users(&self) -> Vec<String> {
         self.connections
             .lock()
