@@ -30,12 +30,12 @@ use crate::log::Record;
 pub const OUTBOX_PREFIX: &str = "__";
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+pub enum Change<'a> {
     /// A new row (insert, or a snapshot read), with the table or collection it came from
     /// when the event says.
     Insert {
-        row: Map<String, Value>,
-        table: Option<String>,
+        row: Row<'a>,
+        table: Option<Cow<'a, str>>,
     },
     /// Something that is not an insert; `what` says which (for logs and metrics).
     Other { what: &'static str },
@@ -58,8 +58,99 @@ pub enum EnvelopeError {
     Unrecognised,
 }
 
+/// An inserted row's fields, MongoDB extended JSON made plain (see [`plain_json`]).
+#[derive(Debug, Clone)]
+pub enum Row<'a> {
+    /// Read from the event's text without building a tree: each field's name and its
+    /// value's JSON text, in order (a later repeat of a name wins, as in a tree). The
+    /// common form, a PostgreSQL-style envelope, is read like this.
+    Raw(Vec<(Cow<'a, str>, &'a RawValue)>),
+    /// Every other form, read as a JSON tree.
+    Tree(Map<String, Value>),
+}
+
+/// What the mapping reads of a row.
+pub trait Fields {
+    /// A field as text: strings as they are, numbers and booleans written out; `None`
+    /// when the field is missing, null, an object or an array.
+    fn text(&self, name: &str) -> Option<String>;
+    /// A field's value.
+    fn value(&self, name: &str) -> Option<Value>;
+    /// Every field, as a tree.
+    fn to_map(&self) -> Map<String, Value>;
+}
+
+impl Fields for Map<String, Value> {
+    fn text(&self, name: &str) -> Option<String> {
+        self.get(name).and_then(value_text)
+    }
+
+    fn value(&self, name: &str) -> Option<Value> {
+        self.get(name).cloned()
+    }
+
+    fn to_map(&self) -> Map<String, Value> {
+        self.clone()
+    }
+}
+
+impl Row<'_> {
+    /// A raw row's field (the last of that name).
+    fn raw(&self, name: &str) -> Option<&RawValue> {
+        match self {
+            Row::Raw(fields) => fields.iter().rev().find(|(n, _)| n == name).map(|f| f.1),
+            Row::Tree(_) => None,
+        }
+    }
+}
+
+impl Fields for Row<'_> {
+    fn text(&self, name: &str) -> Option<String> {
+        match self {
+            Row::Raw(_) => {
+                let text = self.raw(name)?.get();
+                // A string straight from its text, without a tree.
+                if text.starts_with('"') {
+                    return serde_json::from_str(text).ok();
+                }
+                value_text(&plain_value(serde_json::from_str(text).ok()?))
+            }
+            Row::Tree(map) => map.text(name),
+        }
+    }
+
+    fn value(&self, name: &str) -> Option<Value> {
+        match self {
+            Row::Raw(_) => serde_json::from_str(self.raw(name)?.get())
+                .ok()
+                .map(plain_value),
+            Row::Tree(map) => map.value(name),
+        }
+    }
+
+    fn to_map(&self) -> Map<String, Value> {
+        match self {
+            Row::Raw(fields) => fields
+                .iter()
+                .filter_map(|(name, raw)| {
+                    let value = serde_json::from_str(raw.get()).ok().map(plain_value)?;
+                    Some((name.to_string(), value))
+                })
+                .collect(),
+            Row::Tree(map) => map.clone(),
+        }
+    }
+}
+
+/// Two rows are equal when their fields are (however each was read).
+impl PartialEq for Row<'_> {
+    fn eq(&self, other: &Row<'_>) -> bool {
+        self.to_map() == other.to_map()
+    }
+}
+
 /// Reads one record of a CDC topic.
-pub fn parse(record: &Record) -> Result<Change, EnvelopeError> {
+pub fn parse(record: &Record) -> Result<Change<'_>, EnvelopeError> {
     let Some(bytes) = record.value.as_deref() else {
         return Ok(Change::Other { what: "tombstone" });
     };
@@ -67,7 +158,7 @@ pub fn parse(record: &Record) -> Result<Change, EnvelopeError> {
 }
 
 /// Reads an event of any form as a JSON tree.
-fn parse_tree(bytes: &[u8], record: &Record) -> Result<Change, EnvelopeError> {
+fn parse_tree(bytes: &[u8], record: &Record) -> Result<Change<'static>, EnvelopeError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
     let value = unwrap_schema(value);
@@ -79,7 +170,7 @@ fn parse_tree(bytes: &[u8], record: &Record) -> Result<Change, EnvelopeError> {
         Value::String(text) => {
             let row = object_from_text(&text).map_err(EnvelopeError::BadPayload)?;
             Ok(Change::Insert {
-                row: with_outbox_metadata(row, record),
+                row: Row::Tree(with_outbox_metadata(row, record)),
                 table: None,
             })
         }
@@ -102,7 +193,7 @@ fn parse_tree(bytes: &[u8], record: &Record) -> Result<Change, EnvelopeError> {
                 None => map,
             };
             Ok(Change::Insert {
-                row: with_outbox_metadata(row, record),
+                row: Row::Tree(with_outbox_metadata(row, record)),
                 table: None,
             })
         }
@@ -136,7 +227,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Top<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
                 let mut top = Top::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Name(key)) = map.next_key()? {
                     let value: &'de RawValue = map.next_value()?;
                     top.keys += 1;
                     let slot = match key.as_ref() {
@@ -160,10 +251,59 @@ impl<'de: 'a, 'a> Deserialize<'de> for Top<'a> {
     }
 }
 
+/// An object key, borrowed from the text unless it has escapes. (Serde's own `Cow<str>`
+/// always copies.)
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// An object's fields, their values left as raw JSON text.
+struct RawFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawFields<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = RawFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Name(name)) = map.next_key()? {
+                    fields.push((name, map.next_value()?));
+                }
+                Ok(RawFields(fields))
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
 /// A change event envelope (directly or in the converter's wrapper) read from its raw
 /// text; `None` for every other form (and for oddities such as a repeated key), which
 /// [`parse`] then reads as a JSON tree. Gives what [`parse`]'s general path would.
-fn change_event(bytes: &[u8]) -> Option<Result<Change, EnvelopeError>> {
+fn change_event(bytes: &[u8]) -> Option<Result<Change<'_>, EnvelopeError>> {
     let mut top: Top = serde_json::from_slice(bytes).ok()?;
     if top.repeated {
         return None;
@@ -175,7 +315,7 @@ fn change_event(bytes: &[u8]) -> Option<Result<Change, EnvelopeError>> {
             return None;
         }
     }
-    let op: Cow<str> = serde_json::from_str(top.op?.get()).ok()?;
+    let Name(op) = serde_json::from_str(top.op?.get()).ok()?;
     match op.as_ref() {
         "c" | "r" => {}
         "u" => return Some(Ok(Change::Other { what: "update" })),
@@ -188,7 +328,10 @@ fn change_event(bytes: &[u8]) -> Option<Result<Change, EnvelopeError>> {
 }
 
 /// The insert of a change event envelope, from its raw `after` and `source`.
-fn insert(after: Option<&RawValue>, source: Option<&RawValue>) -> Result<Change, EnvelopeError> {
+fn insert<'a>(
+    after: Option<&'a RawValue>,
+    source: Option<&'a RawValue>,
+) -> Result<Change<'a>, EnvelopeError> {
     #[derive(Deserialize)]
     struct Source<'a> {
         #[serde(borrow)]
@@ -199,16 +342,22 @@ fn insert(after: Option<&RawValue>, source: Option<&RawValue>) -> Result<Change,
     let table = source
         .and_then(|s| serde_json::from_str::<Source>(s.get()).ok())
         .and_then(|s| s.table.or(s.collection))
-        .and_then(|t| serde_json::from_str::<String>(t.get()).ok());
+        .and_then(|t| serde_json::from_str::<Name>(t.get()).ok())
+        .map(|Name(t)| t);
     let text = after.map(RawValue::get).unwrap_or("null");
     let row = match text.as_bytes().first() {
-        Some(b'{') => serde_json::from_str::<Map<String, Value>>(text)
-            .map_err(|e| EnvelopeError::BadAfter(e.to_string()))?,
+        Some(b'{') => {
+            let RawFields(fields) =
+                serde_json::from_str(text).map_err(|e| EnvelopeError::BadAfter(e.to_string()))?;
+            Row::Raw(fields)
+        }
         // The MongoDB connector sends the document as extended JSON text.
         Some(b'"') => {
             let doc: String =
                 serde_json::from_str(text).map_err(|e| EnvelopeError::BadAfter(e.to_string()))?;
-            object_from_text(&doc).map_err(EnvelopeError::BadAfter)?
+            Row::Tree(plain_json(
+                object_from_text(&doc).map_err(EnvelopeError::BadAfter)?,
+            ))
         }
         _ if text == "null" => return Err(EnvelopeError::NoAfter),
         _ => {
@@ -217,10 +366,7 @@ fn insert(after: Option<&RawValue>, source: Option<&RawValue>) -> Result<Change,
             return Err(EnvelopeError::BadAfter(shown));
         }
     };
-    Ok(Change::Insert {
-        row: plain_json(row),
-        table,
-    })
+    Ok(Change::Insert { row, table })
 }
 
 /// Takes off the JSON converter's `{"schema", "payload"}` wrapper.
@@ -236,7 +382,7 @@ fn unwrap_schema(value: Value) -> Value {
 }
 
 /// A change event envelope.
-fn envelope(mut map: Map<String, Value>) -> Result<Change, EnvelopeError> {
+fn envelope(mut map: Map<String, Value>) -> Result<Change<'static>, EnvelopeError> {
     let op = map.get("op").and_then(Value::as_str).unwrap_or_default();
     match op {
         "c" | "r" => {}
@@ -251,7 +397,7 @@ fn envelope(mut map: Map<String, Value>) -> Result<Change, EnvelopeError> {
             .filter(|t| !t.is_null())
             .or_else(|| s.get("collection"))
             .and_then(Value::as_str)
-            .map(str::to_string)
+            .map(|t| Cow::Owned(t.to_string()))
     });
     let row = match map.remove("after") {
         Some(Value::Object(row)) => row,
@@ -261,13 +407,13 @@ fn envelope(mut map: Map<String, Value>) -> Result<Change, EnvelopeError> {
         Some(other) => return Err(EnvelopeError::BadAfter(other.to_string())),
     };
     Ok(Change::Insert {
-        row: plain_json(row),
+        row: Row::Tree(plain_json(row)),
         table,
     })
 }
 
 /// A row flattened by the new-record-state extraction.
-fn flattened(row: Map<String, Value>) -> Result<Change, EnvelopeError> {
+fn flattened(row: Map<String, Value>) -> Result<Change<'static>, EnvelopeError> {
     let deleted = match row.get("__deleted") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s == "true",
@@ -286,12 +432,12 @@ fn flattened(row: Map<String, Value>) -> Result<Change, EnvelopeError> {
         .get("__table")
         .or_else(|| row.get("__collection"))
         .and_then(Value::as_str)
-        .map(str::to_string);
+        .map(|t| Cow::Owned(t.to_string()));
     if row.is_empty() {
         return Err(EnvelopeError::Unrecognised);
     }
     Ok(Change::Insert {
-        row: plain_json(row),
+        row: Row::Tree(plain_json(row)),
         table,
     })
 }
@@ -354,9 +500,9 @@ fn plain_value(v: Value) -> Value {
     }
 }
 
-/// A row field as text: strings as they are, numbers and booleans written out.
-pub fn text_field(row: &Map<String, Value>, name: &str) -> Option<String> {
-    match row.get(name)? {
+/// A value as text: strings as they are, numbers and booleans written out.
+fn value_text(value: &Value) -> Option<String> {
+    match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
@@ -398,10 +544,12 @@ mod tests {
             r#"{"schema":{},"payload":{"schema":{},"payload":{"op":"c","after":{"id":3}}}}"#,
             r#"{"schema":{},"payload":{"op":"c","op":"c","after":{"id":3}}}"#,
             r#"{"op":"c","after":{"id":1}} trailing"#,
+            r#"{"op":"c","after":{"con\u0074ent":"a\"b","id":1,"id":-0,"f":1e3,"g":2.50,"t":true,"n":null}}"#,
+            r#"{"op":"c","after":{"id":{"$numberLong":"5"},"o":{"a":[1]},"l":[{"$oid":"x"}],"s":"\u00e9"}}"#,
         ] {
             events.push(odd.as_bytes().to_vec());
         }
-        let mut fast = 0;
+        let (mut fast, mut raw_rows) = (0, 0);
         for bytes in &events {
             let record = Record {
                 key: None,
@@ -413,10 +561,21 @@ mod tests {
             let tree = parse_tree(bytes, &record);
             if let Some(raw) = change_event(bytes) {
                 fast += 1;
+                // Each field reads the same from the raw text as from the tree.
+                if let (Ok(Change::Insert { row, .. }), Ok(Change::Insert { row: t, .. })) =
+                    (&raw, &tree)
+                {
+                    raw_rows += usize::from(matches!(row, Row::Raw(_)));
+                    for name in t.to_map().keys().map(String::as_str).chain(["missing"]) {
+                        assert_eq!(row.text(name), t.text(name), "{name} of {text}");
+                        assert_eq!(row.value(name), t.value(name), "{name} of {text}");
+                    }
+                }
                 assert_eq!(raw, tree, "{text}");
             }
             assert_eq!(parse(&record), tree, "{text}");
         }
         assert!(fast >= 15, "only {fast} events took the raw-text path");
+        assert!(raw_rows >= 6, "only {raw_rows} rows were read as raw text");
     }
 }

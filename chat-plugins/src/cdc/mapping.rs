@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::envelope::{text_field, OUTBOX_PREFIX};
+use super::envelope::{Fields, OUTBOX_PREFIX};
 use crate::api::NOTIFICATION_TYPES;
 use crate::forward::RetryPolicy;
 use crate::messages::{Draft, Recipient};
@@ -100,21 +100,21 @@ impl CdcMapping {
         self.fields.get(name).map_or(name, String::as_str)
     }
 
-    fn text(&self, row: &Map<String, Value>, name: &str) -> Option<String> {
-        text_field(row, self.source(name)).filter(|s| !s.is_empty())
+    fn text(&self, row: &impl Fields, name: &str) -> Option<String> {
+        row.text(self.source(name)).filter(|s| !s.is_empty())
     }
 
     /// Turns an inserted row into a chat message or notification. `position` names the
     /// source event (topic, partition, offset) and stands in for a missing id, so a
     /// re-delivery of the event makes the same output.
-    pub fn map(&self, row: &Map<String, Value>, position: &str) -> Result<Output, String> {
+    pub fn map(&self, row: &impl Fields, position: &str) -> Result<Output, String> {
         self.map_at(row, || position.to_string())
     }
 
     /// [`CdcMapping::map`], with the position worked out only when the row has no id.
     pub fn map_at(
         &self,
-        row: &Map<String, Value>,
+        row: &impl Fields,
         position: impl FnOnce() -> String,
     ) -> Result<Output, String> {
         let required = |name: &str| {
@@ -133,10 +133,10 @@ impl CdcMapping {
             } else {
                 "id"
             })
-            .and_then(|f| text_field(row, f));
+            .and_then(|f| row.text(f));
         let id = match mapped_id {
             Some(id) => id,
-            None => text_field(row, OUTBOX_EVENT_ID).unwrap_or_else(position),
+            None => row.text(OUTBOX_EVENT_ID).unwrap_or_else(position),
         };
         match self.kind {
             Kind::ChatMessage => {
@@ -168,14 +168,14 @@ impl CdcMapping {
                 }
                 let payload = match self.fields.get("payload") {
                     None => Value::Object(
-                        row.iter()
+                        row.to_map()
+                            .into_iter()
                             .filter(|(k, _)| !k.starts_with(OUTBOX_PREFIX))
-                            .map(|(k, v)| (k.clone(), v.clone()))
                             .collect(),
                     ),
-                    Some(f) => match row.get(f) {
-                        Some(p @ Value::Object(_)) => p.clone(),
-                        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                    Some(f) => match row.value(f) {
+                        Some(p @ Value::Object(_)) => p,
+                        Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {
                             Ok(p @ Value::Object(_)) => p,
                             _ => return Err(format!("field {f:?} is not a JSON object")),
                         },
