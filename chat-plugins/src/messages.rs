@@ -30,7 +30,10 @@
 //! one durable append. [`MessageStore::send_all`] queues several drafts of a conversation
 //! as one group, which is appended whole: all of them are written or none.
 
+use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +61,22 @@ pub struct Draft {
 pub enum Recipient {
     User(String),
     Group(String),
+}
+
+/// A draft with its conversation, worked out once (a stream's id is a hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressed {
+    pub draft: Draft,
+    pub conversation: Conversation,
+}
+
+impl From<Draft> for Addressed {
+    fn from(draft: Draft) -> Addressed {
+        Addressed {
+            conversation: draft.conversation(),
+            draft,
+        }
+    }
 }
 
 impl Draft {
@@ -116,6 +135,44 @@ struct Sent {
 /// (sender, msg_id).
 type ClientId = (String, String);
 
+/// A client id's two parts, however held: the remembered ids are looked up with borrowed
+/// parts, without building a key. Hashes and compares as a [`ClientId`] does.
+trait ClientKey {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl ClientKey for ClientId {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl ClientKey for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+impl Hash for dyn ClientKey + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn ClientKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn ClientKey + '_ {}
+
+impl<'a> Borrow<dyn ClientKey + 'a> for Arc<ClientId> {
+    fn borrow(&self) -> &(dyn ClientKey + 'a) {
+        self.as_ref()
+    }
+}
+
 /// Most recently taken-in records a shard keeps, and most bytes of their content.
 const RECENT_RECORDS: usize = 4096;
 const RECENT_BYTES: usize = 4 << 20;
@@ -165,16 +222,9 @@ impl Shard {
                 return taken;
             }
             let mut m = message?;
-            // Looked up without copying the ids (a parsed message is not shared yet, so
-            // `make_mut` copies nothing).
-            let parsed = Arc::make_mut(&mut m);
-            let key = (
-                std::mem::take(&mut parsed.sender_id),
-                std::mem::take(&mut parsed.msg_id),
-            );
-            let sent = self.by_client_id.get(&key).copied();
-            (parsed.sender_id, parsed.msg_id) = key;
-            parsed.sequence_number = sent.filter(|s| s.offset == offset)?.sequence_number;
+            let id = (m.sender_id.as_str(), m.msg_id.as_str());
+            let sent = self.sent(&id).filter(|s| s.offset == offset)?;
+            Arc::make_mut(&mut m).sequence_number = sent.sequence_number;
             return Some(m);
         }
         self.applied_end = offset + 1;
@@ -190,11 +240,14 @@ impl Shard {
         message: Option<Arc<StoredMessage>>,
     ) -> Option<Arc<StoredMessage>> {
         let mut m = message?;
-        let conversation = m.conversation()?;
-        let client_id = (m.sender_id.clone(), m.msg_id.clone());
-        if self.by_client_id.contains_key(&client_id) {
+        if self
+            .sent(&(m.sender_id.as_str(), m.msg_id.as_str()))
+            .is_some()
+        {
             return None;
         }
+        let conversation = m.conversation()?;
+        let client_id = (m.sender_id.clone(), m.msg_id.clone());
         let placed = self.placed.entry(conversation).or_default();
         let number = placed.last().map_or(0, |p| p.sequence_number) + 1;
         if m.sequence_number != number {
@@ -267,10 +320,15 @@ impl Shard {
         }
     }
 
+    /// The remembered message with `client_id`.
+    fn sent(&self, client_id: &dyn ClientKey) -> Option<Sent> {
+        self.by_client_id.get(client_id).copied()
+    }
+
     /// The receipt of the remembered message with `client_id` in `conversation`.
-    fn receipt(&self, client_id: &ClientId, conversation: &Conversation) -> Option<Receipt> {
-        self.by_client_id.get(client_id).map(|s| Receipt {
-            msg_id: client_id.1.clone(),
+    fn receipt(&self, client_id: (&str, &str), conversation: &Conversation) -> Option<Receipt> {
+        self.sent(&client_id).map(|s| Receipt {
+            msg_id: client_id.1.to_string(),
             conversation: conversation.clone(),
             sequence_number: s.sequence_number,
             timestamp: s.timestamp,
@@ -373,33 +431,52 @@ impl Inner {
             }
         }
         // Sequence numbers continue per conversation within the batch; a repeat of a
-        // msg_id (earlier, or earlier in this batch) gets the original back.
+        // msg_id (earlier, or earlier in this batch) gets the original back. Worked out
+        // first with the drafts borrowed, then the drafts are made into records.
+        enum Fate {
+            Known(Receipt),
+            /// A repeat of the batch's i-th new message.
+            Again(usize),
+            New(u64),
+        }
+        let fates: Vec<Fate> = {
+            let shard = self.shard(partition);
+            let mut next_seq: HashMap<&Conversation, u64> = HashMap::new();
+            let mut in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+            batch
+                .iter()
+                .map(|q| {
+                    let id = (q.draft.sender_id.as_str(), q.draft.msg_id.as_str());
+                    if let Some(original) = shard.receipt(id, &q.conversation) {
+                        return Fate::Known(original);
+                    }
+                    let fresh = in_batch.len();
+                    match in_batch.entry(id) {
+                        Entry::Occupied(e) => return Fate::Again(*e.get()),
+                        Entry::Vacant(e) => e.insert(fresh),
+                    };
+                    let seq = next_seq
+                        .entry(&q.conversation)
+                        .or_insert_with(|| shard.last_sequence_number(&q.conversation));
+                    *seq += 1;
+                    Fate::New(*seq)
+                })
+                .collect()
+        };
         let mut fresh: Vec<(Arc<StoredMessage>, Reply)> = Vec::new();
         let mut repeats: Vec<(usize, Reply)> = Vec::new();
         let mut records = Vec::new();
-        {
-            let shard = self.shard(partition);
-            let mut next_seq: HashMap<Conversation, u64> = HashMap::new();
-            let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
-            for q in batch {
-                let client_id = (q.draft.sender_id.clone(), q.draft.msg_id.clone());
-                if let Some(original) = shard.receipt(&client_id, &q.conversation) {
+        for (q, fate) in batch.into_iter().zip(fates) {
+            match fate {
+                Fate::Known(original) => {
                     let _ = q.reply.send(Ok((original, true)));
-                    continue;
                 }
-                if let Some(&i) = in_batch.get(&client_id) {
-                    repeats.push((i, q.reply));
-                    continue;
+                Fate::Again(i) => repeats.push((i, q.reply)),
+                Fate::New(seq) => {
+                    let (message, record) = stored(q.draft, &q.conversation, seq, q.now_ms);
+                    records.push(record);
+                    fresh.push((message, q.reply));
                 }
-                let conversation = q.conversation;
-                let seq = next_seq
-                    .entry(conversation.clone())
-                    .or_insert_with(|| shard.last_sequence_number(&conversation));
-                *seq += 1;
-                let (message, record) = stored(q.draft, &conversation, *seq, q.now_ms);
-                in_batch.insert(client_id, fresh.len());
-                records.push(record);
-                fresh.push((message, q.reply));
             }
         }
         if records.is_empty() {
@@ -455,8 +532,7 @@ impl Inner {
                         // Taken in as a new message: numbered there.
                         Some(Some(m)) => (m.sequence_number, m.timestamp, false),
                         _ => {
-                            let key = (ours.sender_id.clone(), ours.msg_id.clone());
-                            match shard.by_client_id.get(&key) {
+                            match shard.sent(&(ours.sender_id.as_str(), ours.msg_id.as_str())) {
                                 Some(s) => (s.sequence_number, s.timestamp, s.offset != *offset),
                                 // Only if the window forgot it already: what we wrote.
                                 None => (ours.sequence_number, ours.timestamp, false),
@@ -621,6 +697,7 @@ impl MessageStore {
     /// one partition (those of one conversation always are) are appended together: either
     /// all of them are written or none, and an error is returned.
     pub async fn send_all(&self, drafts: Vec<Draft>, now_ms: i64) -> Result<Vec<(Receipt, bool)>> {
+        let drafts = drafts.into_iter().map(Addressed::from).collect();
         self.send_groups(vec![drafts], now_ms)
             .await
             .pop()
@@ -632,7 +709,7 @@ impl MessageStore {
     /// the others.
     pub async fn send_groups(
         &self,
-        groups: Vec<Vec<Draft>>,
+        groups: Vec<Vec<Addressed>>,
         now_ms: i64,
     ) -> Vec<Result<Vec<(Receipt, bool)>>> {
         let mut answers = Vec::with_capacity(groups.len());
@@ -640,8 +717,11 @@ impl MessageStore {
             let mut replies = Vec::with_capacity(drafts.len());
             // Consecutive drafts of one partition (all of them, for one conversation).
             let mut lane: Option<(i32, Vec<Queued>)> = None;
-            for draft in drafts {
-                let conversation = draft.conversation();
+            for Addressed {
+                draft,
+                conversation,
+            } in drafts
+            {
                 let partition = self.partition(&conversation);
                 if lane.as_ref().is_some_and(|(p, _)| *p != partition) {
                     self.queue(lane.take());

@@ -6,7 +6,8 @@
 //! that counts. Concurrent notifications share one durable append per partition
 //! ([`crate::group_commit`]).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,20 +29,28 @@ struct Part {
     applied_end: i64,
     /// Notification id (scoped to its user) -> the offset of its first record.
     ids: HashMap<String, i64>,
+    /// Offsets taken in that repeat an earlier record's id. Rare (two writers racing with
+    /// one id): a reader of records already taken in looks here instead of working out
+    /// and looking up each record's id.
+    repeats: BTreeSet<i64>,
 }
 
 impl Part {
     /// Takes in the record at `offset` (in offset order); false when it repeats an id
-    /// seen at an earlier offset.
-    fn follow(&mut self, offset: i64, id: Option<&str>) -> bool {
-        if offset >= self.applied_end {
-            self.applied_end = offset + 1;
-            if let Some(id) = id {
-                return *self.ids.entry(id.to_string()).or_insert(offset) == offset;
-            }
-            return true;
+    /// seen at an earlier offset. The id is asked for only for a record not taken in yet.
+    fn follow<'a>(&mut self, offset: i64, id: impl FnOnce() -> Option<Cow<'a, str>>) -> bool {
+        if offset < self.applied_end {
+            return !self.repeats.contains(&offset);
         }
-        id.is_none_or(|id| self.ids.get(id) == Some(&offset))
+        self.applied_end = offset + 1;
+        let Some(id) = id() else {
+            return true;
+        };
+        let first = *self.ids.entry(id.into_owned()).or_insert(offset) == offset;
+        if !first {
+            self.repeats.insert(offset);
+        }
+        first
     }
 }
 
@@ -110,7 +119,7 @@ impl NotificationStore {
         for p in 0..partitions {
             let mut part = Part::default();
             let end = scan_partition(log.as_ref(), &spec.name, p, |c| {
-                part.follow(c.offset, id_of(&c).as_deref());
+                part.follow(c.offset, || id_of(&c).map(Cow::Owned));
             })
             .await?;
             part.applied_end = part.applied_end.max(end);
@@ -140,7 +149,7 @@ impl NotificationStore {
         let mut part = self.inner.part(partition);
         records
             .iter()
-            .filter(|c| part.follow(c.offset, id_of(c).as_deref()))
+            .filter(|c| part.follow(c.offset, || id_of(c).map(Cow::Owned)))
             .collect()
     }
 
@@ -280,7 +289,8 @@ impl Inner {
             from,
             until,
             |c| {
-                self.part(partition).follow(c.offset, id_of(&c).as_deref());
+                self.part(partition)
+                    .follow(c.offset, || id_of(&c).map(Cow::Owned));
             },
         )
         .await
@@ -355,7 +365,7 @@ impl Inner {
             let together = offsets.windows(2).all(|w| w[1] == w[0] + 1);
             if together && part.applied_end >= appended.base_offset {
                 for ((id, _), offset) in fresh.iter().zip(&offsets) {
-                    part.follow(*offset, id.as_deref());
+                    part.follow(*offset, || id.as_deref().map(Cow::Borrowed));
                 }
                 true
             } else {
@@ -394,5 +404,27 @@ impl Inner {
         for ((_, reply), answer) in fresh.into_iter().zip(answers) {
             let _ = reply.send(Ok(answer));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_id_is_known_by_its_offset_when_read_again() {
+        let mut part = Part::default();
+        let id = |s: &'static str| move || Some(Cow::Borrowed(s));
+        assert!(part.follow(0, id("u\u{1f}a")));
+        assert!(part.follow(1, || None));
+        // Another writer's record with the same id, after ours.
+        assert!(!part.follow(2, id("u\u{1f}a")));
+        assert!(part.follow(3, id("v\u{1f}a")));
+        assert_eq!(part.applied_end, 4);
+        // Read again (the fan-out, behind the writer): the same answers, without the ids.
+        let unasked = || -> Option<Cow<'static, str>> { panic!("the id was worked out again") };
+        let again: Vec<bool> = (0..4).map(|o| part.follow(o, unasked)).collect();
+        assert_eq!(again, [true, true, false, true]);
+        assert_eq!(part.ids.get("u\u{1f}a"), Some(&0));
     }
 }

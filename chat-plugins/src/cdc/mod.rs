@@ -20,12 +20,20 @@ use crate::error::ChatError;
 use crate::forward::{
     deliver_all_as_run, deliver_one_as_run, Failure, Outcome, Plan, RunAnswers, Target,
 };
+use crate::ids::Conversation;
 use crate::log::{BoxFuture, Consumed, StartFrom};
-use crate::messages::Draft;
+use crate::messages::Addressed;
 use crate::notifications::Ready;
 use crate::{now_ms, Chat};
 use envelope::Change;
 pub use mapping::{CdcMapping, Kind, Output};
+
+/// A mapped event, with its message's conversation worked out once.
+#[derive(Debug)]
+pub struct CdcJob {
+    output: Output,
+    conversation: Option<Conversation>,
+}
 
 #[derive(Debug)]
 pub struct CdcTarget {
@@ -56,10 +64,11 @@ impl CdcTarget {
     /// The drafts of the messages at the front of `run`, checked: up to the first
     /// notification, or the first that fails its checks (which fails on its own when the
     /// rest have gone). An error when the first one fails them.
-    async fn drafts(&self, run: &[&Output]) -> Result<Vec<Draft>, Failure> {
+    async fn drafts(&self, run: &[&CdcJob]) -> Result<Vec<Addressed>, Failure> {
         let mut drafts = Vec::new();
         for job in run {
-            let Output::Message(draft) = job else {
+            let (Output::Message(draft), Some(conversation)) = (&job.output, &job.conversation)
+            else {
                 break;
             };
             if let Err(e) = self.chat.check(draft).await {
@@ -68,16 +77,19 @@ impl CdcTarget {
                 }
                 break;
             }
-            drafts.push(draft.clone());
+            drafts.push(Addressed {
+                draft: draft.clone(),
+                conversation: conversation.clone(),
+            });
         }
         Ok(drafts)
     }
 
     /// The notifications at the front of `run`, ready to append: up to the first message,
     /// or the first whose payload cannot be written (an error when it is the first).
-    fn notifications(&self, run: &[&Output], now: i64) -> Result<Vec<Ready>, Failure> {
+    fn notifications(&self, run: &[&CdcJob], now: i64) -> Result<Vec<Ready>, Failure> {
         let mut ready = Vec::new();
-        for job in run {
+        for CdcJob { output: job, .. } in run {
             let Output::Notification {
                 id,
                 user,
@@ -102,7 +114,7 @@ impl CdcTarget {
 }
 
 impl Target for CdcTarget {
-    type Job = Output;
+    type Job = CdcJob;
 
     fn name(&self) -> &str {
         &self.name
@@ -116,7 +128,7 @@ impl Target for CdcTarget {
         StartFrom::Earliest
     }
 
-    fn plan(&self, record: &Consumed) -> Plan<Output> {
+    fn plan(&self, record: &Consumed) -> Plan<CdcJob> {
         let (row, table) = match envelope::parse(&record.record) {
             Err(e) => return Plan::Reject(e.to_string()),
             Ok(Change::Other { .. }) => return Plan::Skip,
@@ -135,15 +147,25 @@ impl Target for CdcTarget {
         };
         match self.mapping.map_at(&row, position) {
             Err(reason) => Plan::Reject(reason),
-            Ok(output) => Plan::Deliver {
+            Ok(output) => {
                 // One conversation (or user) in order; the rest side by side.
-                order_key: match &output {
-                    Output::Message(d) => d.conversation().key().to_string(),
-                    Output::Notification { user, .. } => format!("user:{user}"),
-                },
-                dedup: None,
-                job: output,
-            },
+                let (conversation, order_key) = match &output {
+                    Output::Message(d) => {
+                        let c = d.conversation();
+                        let key = c.key().to_string();
+                        (Some(c), key)
+                    }
+                    Output::Notification { user, .. } => (None, format!("user:{user}")),
+                };
+                Plan::Deliver {
+                    order_key,
+                    dedup: None,
+                    job: CdcJob {
+                        output,
+                        conversation,
+                    },
+                }
+            }
         }
     }
 
@@ -154,7 +176,7 @@ impl Target for CdcTarget {
     /// Every run's messages go to the write path at once (each run, one conversation's, in
     /// one append: all or none), and every run's notifications to the notifications topic
     /// at once. A run stops at its first job that fails its checks.
-    fn deliver_runs<'a>(&'a self, runs: &'a [Vec<&'a Output>]) -> BoxFuture<'a, RunAnswers> {
+    fn deliver_runs<'a>(&'a self, runs: &'a [Vec<&'a CdcJob>]) -> BoxFuture<'a, RunAnswers> {
         Box::pin(async move {
             let mut answers: RunAnswers = Vec::with_capacity(runs.len());
             // (run, its drafts) and (run, its notifications, prepared).
@@ -163,7 +185,7 @@ impl Target for CdcTarget {
             let now = now_ms();
             for (i, run) in runs.iter().enumerate() {
                 answers.push((Vec::new(), None));
-                let prepared = match run.first() {
+                let prepared = match run.first().map(|j| &j.output) {
                     Some(Output::Message(_)) => {
                         self.drafts(run).await.map(|d| messages.push((i, d)))
                     }
@@ -205,12 +227,12 @@ impl Target for CdcTarget {
 
     fn deliver_all<'a>(
         &'a self,
-        jobs: &'a [&'a Output],
+        jobs: &'a [&'a CdcJob],
     ) -> BoxFuture<'a, (Vec<Outcome>, Option<Failure>)> {
         Box::pin(deliver_all_as_run(self, jobs))
     }
 
-    fn deliver<'a>(&'a self, job: &'a Output) -> BoxFuture<'a, Result<Outcome, Failure>> {
+    fn deliver<'a>(&'a self, job: &'a CdcJob) -> BoxFuture<'a, Result<Outcome, Failure>> {
         Box::pin(deliver_one_as_run(self, job))
     }
 }
