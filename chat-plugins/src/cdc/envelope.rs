@@ -17,10 +17,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::log::Record;
@@ -61,12 +61,73 @@ pub enum EnvelopeError {
 /// An inserted row's fields, MongoDB extended JSON made plain (see [`plain_json`]).
 #[derive(Debug, Clone)]
 pub enum Row<'a> {
-    /// Read from the event's text without building a tree: each field's name and its
-    /// value's JSON text, in order (a later repeat of a name wins, as in a tree). The
-    /// common form, a PostgreSQL-style envelope, is read like this.
-    Raw(Vec<(Cow<'a, str>, &'a RawValue)>),
+    /// Read in the same pass as the event, without building a tree: each field's name
+    /// and value, in order (a later repeat of a name wins, as in a tree); text borrowed
+    /// from the event where it has no escapes. The common form, a PostgreSQL-style
+    /// envelope, is read like this.
+    Fields(Vec<(Cow<'a, str>, Field<'a>)>),
     /// Every other form, read as a JSON tree.
     Tree(Map<String, Value>),
+}
+
+/// A field of a [`Row::Fields`] row.
+#[derive(Debug, Clone)]
+pub enum Field<'a> {
+    Text(Cow<'a, str>),
+    /// Anything but a string (objects and arrays as they were sent: not made plain yet).
+    Value(Value),
+}
+
+impl Field<'_> {
+    fn to_value(&self) -> Value {
+        match self {
+            Field::Text(t) => Value::String(t.to_string()),
+            Field::Value(v) => plain_value(v.clone()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> Visitor<'de> for FieldVisitor {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Owned(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Field<'de>, E> {
+                Ok(Field::Value(Value::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Field<'de>, E> {
+                Ok(Field::Value(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Field<'de>, E> {
+                Ok(Field::Value(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Field<'de>, E> {
+                Ok(Field::Value(v.into()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Field<'de>, E> {
+                Ok(Field::Value(Value::Null))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
+                Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Field::Value)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
+                Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Field::Value)
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor)
+    }
 }
 
 /// What the mapping reads of a row.
@@ -95,10 +156,10 @@ impl Fields for Map<String, Value> {
 }
 
 impl Row<'_> {
-    /// A raw row's field (the last of that name).
-    fn raw(&self, name: &str) -> Option<&RawValue> {
+    /// A [`Row::Fields`] row's field (the last of that name).
+    fn field(&self, name: &str) -> Option<&Field<'_>> {
         match self {
-            Row::Raw(fields) => fields.iter().rev().find(|(n, _)| n == name).map(|f| f.1),
+            Row::Fields(fields) => fields.iter().rev().find(|(n, _)| n == name).map(|f| &f.1),
             Row::Tree(_) => None,
         }
     }
@@ -107,35 +168,26 @@ impl Row<'_> {
 impl Fields for Row<'_> {
     fn text(&self, name: &str) -> Option<String> {
         match self {
-            Row::Raw(_) => {
-                let text = self.raw(name)?.get();
-                // A string straight from its text, without a tree.
-                if text.starts_with('"') {
-                    return serde_json::from_str(text).ok();
-                }
-                value_text(&plain_value(serde_json::from_str(text).ok()?))
-            }
+            Row::Fields(_) => match self.field(name)? {
+                Field::Text(t) => Some(t.to_string()),
+                other => value_text(&other.to_value()),
+            },
             Row::Tree(map) => map.text(name),
         }
     }
 
     fn value(&self, name: &str) -> Option<Value> {
         match self {
-            Row::Raw(_) => serde_json::from_str(self.raw(name)?.get())
-                .ok()
-                .map(plain_value),
+            Row::Fields(_) => self.field(name).map(Field::to_value),
             Row::Tree(map) => map.value(name),
         }
     }
 
     fn to_map(&self) -> Map<String, Value> {
         match self {
-            Row::Raw(fields) => fields
+            Row::Fields(fields) => fields
                 .iter()
-                .filter_map(|(name, raw)| {
-                    let value = serde_json::from_str(raw.get()).ok().map(plain_value)?;
-                    Some((name.to_string(), value))
-                })
+                .map(|(name, field)| (name.to_string(), field.to_value()))
                 .collect(),
             Row::Tree(map) => map.clone(),
         }
@@ -202,22 +254,72 @@ fn parse_tree(bytes: &[u8], record: &Record) -> Result<Change<'static>, Envelope
     }
 }
 
-/// The top level of an event object, its values left as raw JSON text: the common form
-/// (a change event envelope, with or without the converter's wrapper) is read from it
-/// without building a tree of the whole event (`source`, `before`, the schema).
+/// The top level of an event object, read in one pass: the common form (a change event
+/// envelope, with or without the converter's wrapper) is read from it without building a
+/// tree of the event. Anything unexpected in the parts it reads (a `source` that is not
+/// an object, an `op` that is not a string, ...) fails it, and the event is read as a
+/// tree instead.
 #[derive(Debug, Default)]
 struct Top<'a> {
-    op: Option<&'a RawValue>,
-    after: Option<&'a RawValue>,
-    source: Option<&'a RawValue>,
-    payload: Option<&'a RawValue>,
+    op: Option<Cow<'a, str>>,
+    after: Option<After<'a>>,
+    source: Option<Source<'a>>,
+    /// The wrapped envelope.
+    payload: Option<Box<Top<'a>>>,
     schema: bool,
     /// Keys in the object, and whether one came twice.
     keys: usize,
     repeated: bool,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Top<'a> {
+/// The envelope's `source`: only the table or collection is read.
+#[derive(Debug, Deserialize)]
+struct Source<'a> {
+    #[serde(borrow)]
+    table: Option<Name<'a>>,
+    #[serde(borrow)]
+    collection: Option<Name<'a>>,
+}
+
+/// The envelope's `after`.
+#[derive(Debug)]
+enum After<'a> {
+    Row(Vec<(Cow<'a, str>, Field<'a>)>),
+    /// The MongoDB connector sends the document as extended JSON text.
+    Text(Cow<'a, str>),
+    Null,
+}
+
+impl<'de> Deserialize<'de> for After<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AfterVisitor;
+        impl<'de> Visitor<'de> for AfterVisitor {
+            type Value = After<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object, a string or null")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<After<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Name(name)) = map.next_key()? {
+                    fields.push((name, map.next_value()?));
+                }
+                Ok(After::Row(fields))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<After<'de>, E> {
+                Ok(After::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<After<'de>, E> {
+                Ok(After::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<After<'de>, E> {
+                Ok(After::Null)
+            }
+        }
+        deserializer.deserialize_any(AfterVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct TopVisitor;
         impl<'de> Visitor<'de> for TopVisitor {
@@ -228,21 +330,22 @@ impl<'de: 'a, 'a> Deserialize<'de> for Top<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
                 let mut top = Top::default();
                 while let Some(Name(key)) = map.next_key()? {
-                    let value: &'de RawValue = map.next_value()?;
                     top.keys += 1;
-                    let slot = match key.as_ref() {
-                        "op" => &mut top.op,
-                        "after" => &mut top.after,
-                        "source" => &mut top.source,
-                        "payload" => &mut top.payload,
+                    let again = match key.as_ref() {
+                        "op" => top.op.replace(map.next_value::<Name>()?.0).is_some(),
+                        "after" => top.after.replace(map.next_value()?).is_some(),
+                        "source" => top.source.replace(map.next_value()?).is_some(),
+                        "payload" => top.payload.replace(map.next_value()?).is_some(),
                         "schema" => {
-                            top.repeated |= top.schema;
-                            top.schema = true;
-                            continue;
+                            map.next_value::<IgnoredAny>()?;
+                            std::mem::replace(&mut top.schema, true)
                         }
-                        _ => continue,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            false
+                        }
                     };
-                    top.repeated |= slot.replace(value).is_some();
+                    top.repeated |= again;
                 }
                 Ok(top)
             }
@@ -251,57 +354,35 @@ impl<'de: 'a, 'a> Deserialize<'de> for Top<'a> {
     }
 }
 
-/// An object key, borrowed from the text unless it has escapes. (Serde's own `Cow<str>`
+/// A string, borrowed from the text unless it has escapes. (Serde's own `Cow<str>`
 /// always copies.)
+#[derive(Debug)]
 struct Name<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Name<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-        impl<'de> Visitor<'de> for NameVisitor {
-            type Value = Name<'de>;
+        struct NameVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for NameVisitor<'a> {
+            type Value = Name<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name<'a>, E> {
                 Ok(Name(Cow::Borrowed(v)))
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name<'de>, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Name<'a>, E> {
                 Ok(Name(Cow::Owned(v.to_string())))
             }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Name<'de>, E> {
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Name<'a>, E> {
                 Ok(Name(Cow::Owned(v)))
             }
         }
-        deserializer.deserialize_str(NameVisitor)
+        deserializer.deserialize_str(NameVisitor(PhantomData))
     }
 }
 
-/// An object's fields, their values left as raw JSON text.
-struct RawFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawFields<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldsVisitor;
-        impl<'de> Visitor<'de> for FieldsVisitor {
-            type Value = RawFields<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFields<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(Name(name)) = map.next_key()? {
-                    fields.push((name, map.next_value()?));
-                }
-                Ok(RawFields(fields))
-            }
-        }
-        deserializer.deserialize_map(FieldsVisitor)
-    }
-}
-
-/// A change event envelope (directly or in the converter's wrapper) read from its raw
-/// text; `None` for every other form (and for oddities such as a repeated key), which
+/// A change event envelope (directly or in the converter's wrapper) read in one pass;
+/// `None` for every other form (and for oddities such as a repeated key), which
 /// [`parse`] then reads as a JSON tree. Gives what [`parse`]'s general path would.
 fn change_event(bytes: &[u8]) -> Option<Result<Change<'_>, EnvelopeError>> {
     let mut top: Top = serde_json::from_slice(bytes).ok()?;
@@ -310,13 +391,12 @@ fn change_event(bytes: &[u8]) -> Option<Result<Change<'_>, EnvelopeError>> {
     }
     // One wrapper is taken off, as `unwrap_schema` does.
     if top.schema && top.keys == 2 {
-        top = serde_json::from_str(top.payload?.get()).ok()?;
+        top = *top.payload?;
         if top.repeated {
             return None;
         }
     }
-    let Name(op) = serde_json::from_str(top.op?.get()).ok()?;
-    match op.as_ref() {
+    match top.op?.as_ref() {
         "c" | "r" => {}
         "u" => return Some(Ok(Change::Other { what: "update" })),
         "d" => return Some(Ok(Change::Other { what: "delete" })),
@@ -324,49 +404,19 @@ fn change_event(bytes: &[u8]) -> Option<Result<Change<'_>, EnvelopeError>> {
         "m" => return Some(Ok(Change::Other { what: "message" })),
         other => return Some(Err(EnvelopeError::UnknownOp(other.to_string()))),
     }
-    Some(insert(top.after, top.source))
-}
-
-/// The insert of a change event envelope, from its raw `after` and `source`.
-fn insert<'a>(
-    after: Option<&'a RawValue>,
-    source: Option<&'a RawValue>,
-) -> Result<Change<'a>, EnvelopeError> {
-    #[derive(Deserialize)]
-    struct Source<'a> {
-        #[serde(borrow)]
-        table: Option<&'a RawValue>,
-        #[serde(borrow)]
-        collection: Option<&'a RawValue>,
-    }
-    let table = source
-        .and_then(|s| serde_json::from_str::<Source>(s.get()).ok())
+    let table = top
+        .source
         .and_then(|s| s.table.or(s.collection))
-        .and_then(|t| serde_json::from_str::<Name>(t.get()).ok())
         .map(|Name(t)| t);
-    let text = after.map(RawValue::get).unwrap_or("null");
-    let row = match text.as_bytes().first() {
-        Some(b'{') => {
-            let RawFields(fields) =
-                serde_json::from_str(text).map_err(|e| EnvelopeError::BadAfter(e.to_string()))?;
-            Row::Raw(fields)
-        }
-        // The MongoDB connector sends the document as extended JSON text.
-        Some(b'"') => {
-            let doc: String =
-                serde_json::from_str(text).map_err(|e| EnvelopeError::BadAfter(e.to_string()))?;
-            Row::Tree(plain_json(
-                object_from_text(&doc).map_err(EnvelopeError::BadAfter)?,
-            ))
-        }
-        _ if text == "null" => return Err(EnvelopeError::NoAfter),
-        _ => {
-            let shown =
-                serde_json::from_str::<Value>(text).map_or(text.to_string(), |v| v.to_string());
-            return Err(EnvelopeError::BadAfter(shown));
-        }
+    let row = match top.after? {
+        After::Row(fields) => Row::Fields(fields),
+        After::Text(doc) => match object_from_text(&doc) {
+            Ok(row) => Row::Tree(plain_json(row)),
+            Err(e) => return Some(Err(EnvelopeError::BadAfter(e))),
+        },
+        After::Null => return Some(Err(EnvelopeError::NoAfter)),
     };
-    Ok(Change::Insert { row, table })
+    Some(Ok(Change::Insert { row, table }))
 }
 
 /// Takes off the JSON converter's `{"schema", "payload"}` wrapper.
@@ -565,7 +615,7 @@ mod tests {
                 if let (Ok(Change::Insert { row, .. }), Ok(Change::Insert { row: t, .. })) =
                     (&raw, &tree)
                 {
-                    raw_rows += usize::from(matches!(row, Row::Raw(_)));
+                    raw_rows += usize::from(matches!(row, Row::Fields(_)));
                     for name in t.to_map().keys().map(String::as_str).chain(["missing"]) {
                         assert_eq!(row.text(name), t.text(name), "{name} of {text}");
                         assert_eq!(row.value(name), t.value(name), "{name} of {text}");
