@@ -7,7 +7,7 @@
 //! ([`crate::group_commit`]).
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -33,7 +33,15 @@ struct Part {
     /// one id): a reader of records already taken in looks here instead of working out
     /// and looking up each record's id.
     repeats: BTreeSet<i64>,
+    /// The offset ranges (first, last) this process appended lately, oldest first: their
+    /// records were written by [`NotificationStore::prepare`], so each is keyed by the
+    /// user its value names.
+    own: VecDeque<(i64, i64)>,
 }
+
+/// Most ranges a partition keeps in [`Part::own`] (the fan-out reads them moments after
+/// they are appended).
+const OWN_RANGES: usize = 1024;
 
 impl Part {
     /// Takes in the record at `offset` (in offset order); false when it repeats an id
@@ -51,6 +59,18 @@ impl Part {
             self.repeats.insert(offset);
         }
         first
+    }
+
+    fn appended_here(&mut self, first: i64, last: i64) {
+        if self.own.len() == OWN_RANGES {
+            self.own.pop_front();
+        }
+        self.own.push_back((first, last));
+    }
+
+    fn is_own(&self, offset: i64) -> bool {
+        let i = self.own.partition_point(|(_, last)| *last < offset);
+        self.own.get(i).is_some_and(|(first, _)| *first <= offset)
     }
 }
 
@@ -144,12 +164,16 @@ impl NotificationStore {
 
     /// Takes in records read from `partition` (in order, continuing from where the reader
     /// started at [`NotificationStore::applied_end`]) and returns those that are not
-    /// repeats of an earlier notification id.
-    pub fn follow<'a>(&self, partition: i32, records: &'a [Consumed]) -> Vec<&'a Consumed> {
+    /// repeats of an earlier notification id, each with whether this process appended it
+    /// lately (then its key is the user its value names).
+    pub fn follow<'a>(&self, partition: i32, records: &'a [Consumed]) -> Vec<(&'a Consumed, bool)> {
         let mut part = self.inner.part(partition);
         records
             .iter()
-            .filter(|c| part.follow(c.offset, || id_of(c).map(Cow::Owned)))
+            .filter_map(|c| {
+                let new = part.follow(c.offset, || id_of(c).map(Cow::Owned));
+                new.then(|| (c, part.is_own(c.offset)))
+            })
             .collect()
     }
 
@@ -367,6 +391,9 @@ impl Inner {
                 for ((id, _), offset) in fresh.iter().zip(&offsets) {
                     part.follow(*offset, || id.as_deref().map(Cow::Borrowed));
                 }
+                if let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) {
+                    part.appended_here(first, last);
+                }
                 true
             } else {
                 false
@@ -426,5 +453,19 @@ mod tests {
         let again: Vec<bool> = (0..4).map(|o| part.follow(o, unasked)).collect();
         assert_eq!(again, [true, true, false, true]);
         assert_eq!(part.ids.get("u\u{1f}a"), Some(&0));
+    }
+
+    #[test]
+    fn the_ranges_appended_here_are_known_and_bounded() {
+        let mut part = Part::default();
+        part.appended_here(3, 5);
+        part.appended_here(8, 8);
+        let own: Vec<i64> = (0..10).filter(|&o| part.is_own(o)).collect();
+        assert_eq!(own, [3, 4, 5, 8]);
+        for i in 0..OWN_RANGES as i64 {
+            part.appended_here(10 + i, 10 + i);
+        }
+        assert_eq!(part.own.len(), OWN_RANGES);
+        assert!(!part.is_own(3) && !part.is_own(8) && part.is_own(10));
     }
 }

@@ -500,10 +500,20 @@ async fn fan_out(
                 }
             }
             Topic::Notifications => {
-                for r in chat.notifications.follow(partition, &records) {
+                for (r, own) in chat.notifications.follow(partition, &records) {
                     let Some(value) = r.record.value.as_deref() else {
                         continue;
                     };
+                    // A record this process appended is keyed by its user: whether the
+                    // user is here is known without reading the value.
+                    let key = r.record.key.as_deref();
+                    if own
+                        && key
+                            .and_then(|k| std::str::from_utf8(k).ok())
+                            .is_some_and(|user| !gateway.connected_here(user))
+                    {
+                        continue;
+                    }
                     // Most notifications are for users with no connection here (that is
                     // why they were made): the whole notification is read only for one
                     // who has.
