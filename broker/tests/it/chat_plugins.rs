@@ -499,8 +499,7 @@ impl Target for Batched {
     }
 
     fn plan(&self, record: &Consumed) -> Plan<String> {
-        let job = String::from_utf8_lossy(record.record.value.as_deref().unwrap_or_default())
-            .into_owned();
+        let job = value_text(record);
         Plan::Deliver {
             order_key: "one key".into(),
             dedup: None,
@@ -620,6 +619,11 @@ impl Rounds {
     }
 }
 
+/// A test record's value as text (the job of the test targets).
+fn value_text(record: &Consumed) -> String {
+    String::from_utf8_lossy(record.record.value.as_deref().unwrap_or_default()).into_owned()
+}
+
 fn strings(jobs: &[&String]) -> Vec<String> {
     jobs.iter().map(|j| j.to_string()).collect()
 }
@@ -640,8 +644,7 @@ impl Target for Rounds {
     }
 
     fn plan(&self, record: &Consumed) -> Plan<String> {
-        let job = String::from_utf8_lossy(record.record.value.as_deref().unwrap_or_default())
-            .into_owned();
+        let job = value_text(record);
         Plan::Deliver {
             order_key: job.split(':').next().unwrap_or_default().to_string(),
             dedup: None,
@@ -907,8 +910,7 @@ impl Target for Flaky {
     }
 
     fn plan(&self, record: &Consumed) -> Plan<String> {
-        let value = String::from_utf8_lossy(record.record.value.as_deref().unwrap_or_default())
-            .into_owned();
+        let value = value_text(record);
         if value == "garbage" {
             return Plan::Reject("cannot read it".into());
         }

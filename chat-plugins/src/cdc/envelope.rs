@@ -564,10 +564,10 @@ fn value_text(value: &Value) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// The raw-text reading of change events gives what the tree reading gives, and is
+    /// The one-pass reading of change events gives what the tree reading gives, and is
     /// the one used for them.
     #[test]
-    fn change_events_read_from_raw_text_as_from_the_tree() {
+    fn change_events_read_in_one_pass_as_from_the_tree() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/debezium");
         let mut events: Vec<Vec<u8>> = std::fs::read_dir(dir)
             .expect("fixtures")
@@ -611,7 +611,7 @@ mod tests {
             let tree = parse_tree(bytes, &record);
             if let Some(raw) = change_event(bytes) {
                 fast += 1;
-                // Each field reads the same from the raw text as from the tree.
+                // Each field reads the same from the one pass as from the tree.
                 if let (Ok(Change::Insert { row, .. }), Ok(Change::Insert { row: t, .. })) =
                     (&raw, &tree)
                 {
@@ -625,7 +625,7 @@ mod tests {
             }
             assert_eq!(parse(&record), tree, "{text}");
         }
-        assert!(fast >= 15, "only {fast} events took the raw-text path");
-        assert!(raw_rows >= 6, "only {raw_rows} rows were read as raw text");
+        assert!(fast >= 15, "only {fast} events took the one-pass path");
+        assert!(raw_rows >= 6, "only {raw_rows} rows were read in one pass");
     }
 }

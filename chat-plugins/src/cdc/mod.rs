@@ -67,8 +67,7 @@ impl CdcTarget {
     async fn drafts(&self, run: &[&CdcJob]) -> Result<Vec<Addressed>, Failure> {
         let mut drafts = Vec::new();
         for job in run {
-            let (Output::Message(draft), Some(conversation)) = (&job.output, &job.conversation)
-            else {
+            let Output::Message(draft) = &job.output else {
                 break;
             };
             if let Err(e) = self.chat.check(draft).await {
@@ -79,7 +78,11 @@ impl CdcTarget {
             }
             drafts.push(Addressed {
                 draft: draft.clone(),
-                conversation: conversation.clone(),
+                // Worked out in the plan; a job built otherwise still gets its own.
+                conversation: job
+                    .conversation
+                    .clone()
+                    .unwrap_or_else(|| draft.conversation()),
             });
         }
         Ok(drafts)
