@@ -12,7 +12,8 @@
 //! Goal: the forwarder at >= 0.5 of the raw produce rate.
 //!
 //! Run: `cargo bench -p chorus-benches --bench cdc` (`CHORUS_BENCH_QUICK=1` for fewer
-//! events, `CHORUS_BENCH_ONLY=websocket,notify` to pick rows; the reference always runs).
+//! events, `CHORUS_BENCH_EVENTS=N` for N events, e.g. a longer run to profile,
+//! `CHORUS_BENCH_ONLY=websocket,notify` to pick rows; the reference always runs).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -129,7 +130,10 @@ fn token(user: &str) -> String {
 }
 
 async fn run() {
-    let events_n = if quick() { 5_000 } else { 50_000 };
+    let events_n = std::env::var("CHORUS_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick() { 5_000 } else { 50_000 });
     let dir = tempfile::tempdir().expect("config dir");
     let config = dir.path().join("chorus.toml");
     std::fs::write(

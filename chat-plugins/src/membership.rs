@@ -6,7 +6,7 @@
 //! not shown to anyone. The gateway's fan-out takes in what it reads through
 //! [`MembershipStore::follow`]; each record is taken in once, whoever reads it first.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -17,6 +17,7 @@ use crate::error::{ChatError, Result};
 use crate::event::{MembershipChange, MembershipEvent, TYPE_HEADER};
 use crate::log::{partition_for_key, Consumed, Header, Log, Record, TopicSpec};
 use crate::scan::{read_range, scan_partition};
+use crate::HashMap;
 
 #[derive(Debug, Default)]
 struct State {

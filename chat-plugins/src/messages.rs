@@ -32,7 +32,7 @@
 
 use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,7 @@ use crate::group_commit::GroupQueue;
 use crate::ids::{stream_id, Conversation};
 use crate::log::{partition_for_key, Consumed, Header, Log, LogError, Record, TopicSpec};
 use crate::scan::{read_range, scan_partition};
+use crate::HashMap;
 
 /// What a sender asks to send, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -441,8 +442,8 @@ impl Inner {
         }
         let fates: Vec<Fate> = {
             let shard = self.shard(partition);
-            let mut next_seq: HashMap<&Conversation, u64> = HashMap::new();
-            let mut in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+            let mut next_seq: HashMap<&Conversation, u64> = HashMap::default();
+            let mut in_batch: HashMap<(&str, &str), usize> = HashMap::default();
             batch
                 .iter()
                 .map(|q| {

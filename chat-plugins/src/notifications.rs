@@ -7,7 +7,7 @@
 //! ([`crate::group_commit`]).
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use crate::event::TYPE_HEADER;
 use crate::group_commit::GroupQueue;
 use crate::log::{partition_for_key, Consumed, Header, Log, LogError, Record, Result, TopicSpec};
 use crate::scan::{read_range, scan_partition};
+use crate::HashMap;
 
 /// Header carrying a notification's id.
 pub const ID_HEADER: &str = "chorus.id";
@@ -352,7 +353,7 @@ impl Inner {
         let mut repeats: Vec<(usize, Reply)> = Vec::new();
         {
             let part = self.part(partition);
-            let mut in_batch: HashMap<String, usize> = HashMap::new();
+            let mut in_batch: HashMap<String, usize> = HashMap::default();
             for p in batch {
                 if let Some(id) = &p.id {
                     if let Some(&offset) = part.ids.get(id) {

@@ -11,7 +11,6 @@
 //! each other's partitions of a target's group), [`DedupStore::follow`] merges their marks
 //! as they arrive: the later expiry wins, and a tombstone removes only an expired entry.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::group_commit::GroupQueue;
 use crate::log::{partition_for_key, Consumed, Log, LogError, Record, Result, TopicSpec};
 use crate::scan::{follow_next, scan_partition};
+use crate::HashMap;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
@@ -110,7 +110,7 @@ impl DedupStore {
         let partitions = log
             .ensure_topic(&TopicSpec::compacted(topic, partitions))
             .await?;
-        let mut entries = HashMap::new();
+        let mut entries = HashMap::default();
         let mut loaded_to = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let end = scan_partition(log.as_ref(), topic, p, |c| {

@@ -24,7 +24,7 @@ pub mod notify;
 pub mod progress;
 pub mod retry;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::log::{BoxFuture, Consumed, GroupConsumer, GroupOptions, Log, StartFrom};
 use crate::now_ms;
+use crate::HashMap;
 use dedup::DedupStore;
 use dlq::DeadLetters;
 use progress::Progress;
@@ -370,7 +371,7 @@ async fn run<T: Target>(
         policy,
         metrics: metrics.clone(),
         stop: stop.clone(),
-        queues: Arc::new(Mutex::new(HashMap::new())),
+        queues: Arc::new(Mutex::new(HashMap::default())),
         done_tx,
     };
     let mut progress = Progress::default();

@@ -3,7 +3,9 @@
 //! not hold up the others), so a commit never passes one that is not done; a crash then
 //! re-delivers it instead of losing it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::HashMap;
 
 #[derive(Debug, Default)]
 struct Partition {
@@ -26,7 +28,7 @@ impl Progress {
     /// A record at `offset` is being worked on.
     pub fn start(&mut self, topic: &str, partition: i32, offset: i64) {
         if !self.topics.contains_key(topic) {
-            self.topics.insert(topic.to_string(), HashMap::new());
+            self.topics.insert(topic.to_string(), HashMap::default());
         }
         let p = self
             .topics

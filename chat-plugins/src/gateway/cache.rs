@@ -4,9 +4,10 @@
 //! was read at: in one process the store changes a moment after the event is in the log,
 //! and a list read in that moment must not outlive it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::HashMap;
 
 #[derive(Debug)]
 pub struct MembershipCache {
@@ -27,7 +28,7 @@ impl MembershipCache {
     pub fn new(ttl: Duration) -> Self {
         MembershipCache {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
         }
     }
 

@@ -2,7 +2,6 @@
 //! fan-out queues for it, pings, redelivers unacked pushes and says goodbye.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +22,7 @@ use crate::ids::Conversation;
 use crate::messages::{Draft, Recipient};
 use crate::metrics::Metrics;
 use crate::now_ms;
+use crate::HashMap;
 
 /// Largest frame read from a client: the 10 KiB content plus its JSON envelope. Larger
 /// frames are answered MESSAGE_TOO_LARGE by the content check when they fit here, and
@@ -128,9 +128,9 @@ where
     let mut session = Session {
         gateway: &gateway,
         user,
-        delivered: HashMap::new(),
+        delivered: HashMap::default(),
         conn: conn.clone(),
-        pending: HashMap::new(),
+        pending: HashMap::default(),
         bad_frames: 0,
     };
     let mut stop = gateway.shutdown.subscribe();

@@ -15,7 +15,6 @@ mod connection;
 mod presence;
 mod ratelimit;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +30,7 @@ use crate::ids::Conversation;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::scan::follow_next;
+use crate::HashMap;
 use crate::{now_ms, Chat};
 
 pub use connection::serve;
@@ -132,7 +132,7 @@ impl Gateway {
             limits: ratelimit::RateLimits::new(chat.config.rate_limit_per_second),
             chat: chat.clone(),
             metrics,
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             shutdown,
             open: tokio::sync::Semaphore::new(MAX_TRACKED as usize),

@@ -12,7 +12,7 @@
 //!
 //! Only used when the log is shared: a single `chorus serve` knows all its connections.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use crate::log::{partition_for_key, Consumed, Log, LogError, Record, TopicSpec};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::scan::{follow_next, scan_partition};
+use crate::HashMap;
 
 use super::Gateway;
 
@@ -88,7 +89,7 @@ impl Presence {
             topic: topic.to_string(),
             partitions,
             me: format!("{:016x}", rand_id()),
-            others: Mutex::new(HashMap::new()),
+            others: Mutex::new(HashMap::default()),
             changed,
             metrics,
         });
@@ -217,7 +218,7 @@ impl Presence {
         states: Vec<(String, Option<Vec<String>>)>,
     ) -> crate::log::Result<()> {
         let now = now_ms();
-        let mut by_partition: HashMap<i32, Vec<Record>> = HashMap::new();
+        let mut by_partition: HashMap<i32, Vec<Record>> = HashMap::default();
         for (key, muted) in states {
             let value = muted.map(|muted| {
                 let a = Announcement {

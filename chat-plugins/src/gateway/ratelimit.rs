@@ -1,9 +1,10 @@
 //! Per-user token buckets: `rate` messages per second, bursts up to `rate`, shared by all
 //! of a user's devices.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::HashMap;
 
 #[derive(Debug)]
 pub struct RateLimits {
@@ -15,7 +16,7 @@ impl RateLimits {
     pub fn new(per_second: u32) -> Self {
         RateLimits {
             rate: f64::from(per_second.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::default()),
         }
     }
 
