@@ -24,6 +24,8 @@
 //! Because the CRC starts at the attributes, rewriting the base offset and leader epoch never
 //! touches it; switching a batch to `LogAppendTime` does, and recomputes it.
 
+use std::borrow::Cow;
+
 use crate::codec::{self, Compression};
 use crate::record::{self, RecordError};
 
@@ -400,26 +402,40 @@ pub fn for_each_record(
     Ok(header)
 }
 
-/// One record to put in a batch built by [`BatchBuilder`].
+/// One record to put in a batch built by [`BatchBuilder`]. Its parts are borrowed where
+/// the caller has them (an in-process append encodes straight from its records, copying
+/// them once, into the batch) or owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRecord {
+pub struct NewRecord<'a> {
     pub offset_delta: i32,
     pub timestamp: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Cow<'a, [u8]>>,
+    pub value: Option<Cow<'a, [u8]>>,
     /// Headers already encoded as Kafka encodes them (count, then key/value pairs); empty means
     /// no headers. See [`record::encode_headers`].
-    pub headers: Vec<u8>,
+    pub headers: Cow<'a, [u8]>,
 }
 
-impl NewRecord {
-    pub fn new(key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Self {
+impl<'a> NewRecord<'a> {
+    /// A record borrowing its key and value.
+    pub fn new(key: Option<&'a [u8]>, value: Option<&'a [u8]>, timestamp: i64) -> Self {
         NewRecord {
             offset_delta: 0,
             timestamp,
-            key: key.map(<[u8]>::to_vec),
-            value: value.map(<[u8]>::to_vec),
-            headers: Vec::new(),
+            key: key.map(Cow::Borrowed),
+            value: value.map(Cow::Borrowed),
+            headers: Cow::Borrowed(&[]),
+        }
+    }
+
+    /// A record owning a copy of its key and value.
+    pub fn owned(key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> NewRecord<'static> {
+        NewRecord {
+            offset_delta: 0,
+            timestamp,
+            key: key.map(|k| Cow::Owned(k.to_vec())),
+            value: value.map(|v| Cow::Owned(v.to_vec())),
+            headers: Cow::Borrowed(&[]),
         }
     }
 }
@@ -427,7 +443,7 @@ impl NewRecord {
 /// Builds v2 batches: used by compaction to rewrite batches, and by in-process producers and
 /// tests to make batches the way a Kafka client would.
 #[derive(Debug, Clone)]
-pub struct BatchBuilder {
+pub struct BatchBuilder<'a> {
     pub base_offset: i64,
     pub partition_leader_epoch: i32,
     pub compression: Compression,
@@ -443,10 +459,10 @@ pub struct BatchBuilder {
     pub last_offset_delta: Option<i32>,
     /// When set, overrides the max timestamp (LogAppendTime batches keep theirs).
     pub max_timestamp: Option<i64>,
-    pub(crate) records: Vec<NewRecord>,
+    pub(crate) records: Vec<NewRecord<'a>>,
 }
 
-impl Default for BatchBuilder {
+impl Default for BatchBuilder<'_> {
     fn default() -> Self {
         BatchBuilder {
             base_offset: 0,
@@ -466,7 +482,7 @@ impl Default for BatchBuilder {
     }
 }
 
-impl BatchBuilder {
+impl<'a> BatchBuilder<'a> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -477,20 +493,21 @@ impl BatchBuilder {
     }
 
     /// Adds a record with the next consecutive offset delta.
-    pub fn push(&mut self, mut record: NewRecord) -> &mut Self {
+    pub fn push(&mut self, mut record: NewRecord<'a>) -> &mut Self {
         record.offset_delta = self.records.len() as i32;
         self.records.push(record);
         self
     }
 
     /// Adds a record keeping the offset delta it carries (for rewriting batches with holes).
-    pub fn push_with_delta(&mut self, record: NewRecord) -> &mut Self {
+    pub fn push_with_delta(&mut self, record: NewRecord<'a>) -> &mut Self {
         self.records.push(record);
         self
     }
 
+    /// Adds a record with a copy of `key` and `value` (tests and tools build batches so).
     pub fn record(mut self, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Self {
-        self.push(NewRecord::new(key, value, timestamp));
+        self.push(NewRecord::owned(key, value, timestamp));
         self
     }
 
@@ -521,8 +538,8 @@ impl BatchBuilder {
             .records
             .iter()
             .map(|r| {
-                32 + r.key.as_ref().map_or(0, Vec::len)
-                    + r.value.as_ref().map_or(0, Vec::len)
+                32 + r.key.as_ref().map_or(0, |k| k.len())
+                    + r.value.as_ref().map_or(0, |v| v.len())
                     + r.headers.len()
             })
             .sum();

@@ -18,6 +18,7 @@
 //!
 //! The key map holds every distinct key of the cleanable range in memory.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -281,9 +282,9 @@ fn rewrite_batch(
         kept.push(NewRecord {
             offset_delta: r.offset_delta,
             timestamp: header.base_timestamp + r.timestamp_delta,
-            key: r.key.map(<[u8]>::to_vec),
-            value: r.value.map(<[u8]>::to_vec),
-            headers: r.headers_raw.to_vec(),
+            key: r.key.map(|k| Cow::Owned(k.to_vec())),
+            value: r.value.map(|v| Cow::Owned(v.to_vec())),
+            headers: Cow::Owned(r.headers_raw.to_vec()),
         });
     })?;
     outcome.records_removed += removed;

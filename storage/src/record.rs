@@ -130,12 +130,23 @@ pub fn encode(
 /// Encodes a header block for [`encode`].
 pub fn encode_headers(headers: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    write_varlong(&mut out, headers.len() as i64);
-    for (k, v) in headers {
-        write_nullable_bytes(&mut out, Some(k.as_bytes()));
-        write_nullable_bytes(&mut out, *v);
-    }
+    encode_headers_into(
+        &mut out,
+        headers.iter().map(|(k, v)| (k.as_bytes(), *v)),
+    );
     out
+}
+
+/// Appends the header block of `headers` (key, value) to `out`.
+pub fn encode_headers_into<'h>(
+    out: &mut Vec<u8>,
+    headers: impl ExactSizeIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+) {
+    write_varlong(out, headers.len() as i64);
+    for (k, v) in headers {
+        write_nullable_bytes(out, Some(k));
+        write_nullable_bytes(out, v);
+    }
 }
 
 /// A header as decoded: its key and its value (`None` for a null value).

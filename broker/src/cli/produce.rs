@@ -3,6 +3,7 @@
 //! Lines are batched per partition (keyed lines go where Kafka's default partitioner puts
 //! them; unkeyed batches rotate over the partitions) and sent to each partition's leader.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ pub async fn run(cluster: &mut Cluster, topic: &str, opts: &ProduceOptions) -> R
         encode_headers(&headers)
     };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut pending: BTreeMap<i32, Vec<NewRecord>> = BTreeMap::new();
+    let mut pending: BTreeMap<i32, Vec<NewRecord<'_>>> = BTreeMap::new();
     let mut pending_count = 0usize;
     let mut unkeyed_partition = 0i32;
     let mut sent = 0u64;
@@ -77,8 +78,8 @@ pub async fn run(cluster: &mut Cluster, topic: &str, opts: &ProduceOptions) -> R
                 (None, Some(k)) => chorus_chat::log::partition_for_key(k, count),
                 (None, None) => unkeyed_partition,
             };
-            let mut record = NewRecord::new(key, Some(value), now);
-            record.headers.clone_from(&headers);
+            let mut record = NewRecord::owned(key, Some(value), now);
+            record.headers = Cow::Borrowed(&headers);
             pending.entry(partition).or_default().push(record);
             pending_count += 1;
         }
@@ -107,7 +108,7 @@ pub async fn run(cluster: &mut Cluster, topic: &str, opts: &ProduceOptions) -> R
 async fn send(
     cluster: &mut Cluster,
     info: &TopicInfo,
-    batches: BTreeMap<i32, Vec<NewRecord>>,
+    batches: BTreeMap<i32, Vec<NewRecord<'_>>>,
     opts: &ProduceOptions,
 ) -> Result<()> {
     let mut by_leader: BTreeMap<i32, Vec<PartitionProduceData>> = BTreeMap::new();

@@ -13,6 +13,7 @@
 
 mod consumer;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -97,22 +98,32 @@ fn now_ms() -> i64 {
 
 /// Encodes `records` as one v2 batch (a record without a timestamp gets `now`).
 fn encode_batch(records: &[Record], now: i64) -> std::io::Result<Vec<u8>> {
-    let mut builder = BatchBuilder::new();
+    // Every record's header block, one after another in one buffer; the batch borrows
+    // them, and the keys and values, where they are.
+    let mut headers = Vec::new();
+    let mut header_ends = Vec::with_capacity(records.len());
     for r in records {
+        if !r.headers.is_empty() {
+            record::encode_headers_into(
+                &mut headers,
+                r.headers
+                    .iter()
+                    .map(|h| (h.key.as_bytes(), h.value.as_deref())),
+            );
+        }
+        header_ends.push(headers.len());
+    }
+    let mut builder = BatchBuilder::new();
+    let mut start = 0;
+    for (r, end) in records.iter().zip(header_ends) {
         let timestamp = if r.timestamp_ms < 0 {
             now
         } else {
             r.timestamp_ms
         };
         let mut new = NewRecord::new(r.key.as_deref(), r.value.as_deref(), timestamp);
-        if !r.headers.is_empty() {
-            let headers: Vec<(&str, Option<&[u8]>)> = r
-                .headers
-                .iter()
-                .map(|h| (h.key.as_str(), h.value.as_deref()))
-                .collect();
-            new.headers = record::encode_headers(&headers);
-        }
+        new.headers = Cow::Borrowed(&headers[start..end]);
+        start = end;
         builder.push(new);
     }
     builder.build()

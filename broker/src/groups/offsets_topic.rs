@@ -66,9 +66,9 @@ pub fn persist(partitions: &[Arc<Partition>], records: &[Record], now: Millis) -
         let partition = &partitions[index];
         let mut builder = BatchBuilder::new();
         let mut size = 0;
-        for (key, value) in entries {
+        for (key, value) in &entries {
             size += key.len() + value.as_ref().map_or(0, Vec::len) + 16;
-            builder.push(NewRecord::new(Some(&key), value.as_deref(), now));
+            builder.push(NewRecord::new(Some(key), value.as_deref(), now));
             if size >= BATCH_BYTES {
                 append(partition, &builder)?;
                 builder = BatchBuilder::new();
