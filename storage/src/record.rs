@@ -130,10 +130,7 @@ pub fn encode(
 /// Encodes a header block for [`encode`].
 pub fn encode_headers(headers: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_headers_into(
-        &mut out,
-        headers.iter().map(|(k, v)| (k.as_bytes(), *v)),
-    );
+    encode_headers_into(&mut out, headers.iter().map(|(k, v)| (k.as_bytes(), *v)));
     out
 }
 
