@@ -43,7 +43,7 @@ use std::sync::Arc;
 /// std's SipHash is: keys that clients choose (user, message and conversation ids) cannot
 /// be picked to collide. It costs a fraction of SipHash on the short keys here, and the
 /// per-message paths look up several of them per message.
-pub type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 pub use config::ChatConfig;
 

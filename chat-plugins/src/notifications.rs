@@ -6,7 +6,6 @@
 //! that counts. Concurrent notifications share one durable append per partition
 //! ([`crate::group_commit`]).
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -47,7 +46,7 @@ const OWN_RANGES: usize = 1024;
 impl Part {
     /// Takes in the record at `offset` (in offset order); false when it repeats an id
     /// seen at an earlier offset. The id is asked for only for a record not taken in yet.
-    fn follow<'a>(&mut self, offset: i64, id: impl FnOnce() -> Option<Cow<'a, str>>) -> bool {
+    fn follow(&mut self, offset: i64, id: impl FnOnce() -> Option<String>) -> bool {
         if offset < self.applied_end {
             return !self.repeats.contains(&offset);
         }
@@ -55,7 +54,7 @@ impl Part {
         let Some(id) = id() else {
             return true;
         };
-        let first = *self.ids.entry(id.into_owned()).or_insert(offset) == offset;
+        let first = *self.ids.entry(id).or_insert(offset) == offset;
         if !first {
             self.repeats.insert(offset);
         }
@@ -140,7 +139,7 @@ impl NotificationStore {
         for p in 0..partitions {
             let mut part = Part::default();
             let end = scan_partition(log.as_ref(), &spec.name, p, |c| {
-                part.follow(c.offset, || id_of(&c).map(Cow::Owned));
+                part.follow(c.offset, || id_of(&c));
             })
             .await?;
             part.applied_end = part.applied_end.max(end);
@@ -172,7 +171,7 @@ impl NotificationStore {
         records
             .iter()
             .filter_map(|c| {
-                let new = part.follow(c.offset, || id_of(c).map(Cow::Owned));
+                let new = part.follow(c.offset, || id_of(c));
                 new.then(|| (c, part.is_own(c.offset)))
             })
             .collect()
@@ -314,8 +313,7 @@ impl Inner {
             from,
             until,
             |c| {
-                self.part(partition)
-                    .follow(c.offset, || id_of(&c).map(Cow::Owned));
+                self.part(partition).follow(c.offset, || id_of(&c));
             },
         )
         .await
@@ -390,7 +388,7 @@ impl Inner {
             let together = offsets.windows(2).all(|w| w[1] == w[0] + 1);
             if together && part.applied_end >= appended.base_offset {
                 for ((id, _), offset) in fresh.iter().zip(&offsets) {
-                    part.follow(*offset, || id.as_deref().map(Cow::Borrowed));
+                    part.follow(*offset, || id.clone());
                 }
                 if let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) {
                     part.appended_here(first, last);
@@ -442,7 +440,7 @@ mod tests {
     #[test]
     fn a_repeated_id_is_known_by_its_offset_when_read_again() {
         let mut part = Part::default();
-        let id = |s: &'static str| move || Some(Cow::Borrowed(s));
+        let id = |s: &'static str| move || Some(s.to_string());
         assert!(part.follow(0, id("u\u{1f}a")));
         assert!(part.follow(1, || None));
         // Another writer's record with the same id, after ours.
@@ -450,7 +448,7 @@ mod tests {
         assert!(part.follow(3, id("v\u{1f}a")));
         assert_eq!(part.applied_end, 4);
         // Read again (the fan-out, behind the writer): the same answers, without the ids.
-        let unasked = || -> Option<Cow<'static, str>> { panic!("the id was worked out again") };
+        let unasked = || -> Option<String> { panic!("the id was worked out again") };
         let again: Vec<bool> = (0..4).map(|o| part.follow(o, unasked)).collect();
         assert_eq!(again, [true, true, false, true]);
         assert_eq!(part.ids.get("u\u{1f}a"), Some(&0));

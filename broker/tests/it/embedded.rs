@@ -115,6 +115,36 @@ async fn embedded_appends_are_read_back_by_librdkafka_and_by_the_log() {
     broker.stop().await;
 }
 
+/// An append encodes its records' header blocks one after another: each record gets back
+/// exactly its own headers, whatever its neighbours carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_record_of_an_embedded_append_keeps_its_own_headers() {
+    let broker = TestBroker::start().await;
+    let log = log_of(&broker);
+    log.ensure_topic(&spec("headed", 1)).await.unwrap();
+    let header = |key: &str, value: Option<&'static [u8]>| Header {
+        key: key.into(),
+        value: value.map(Bytes::from_static),
+    };
+    let mut records = vec![
+        record(Some("plain"), Some("0")),
+        record(Some("one"), Some("1")),
+        record(Some("plain"), Some("2")),
+        record(Some("two"), Some("3")),
+    ];
+    records[1].headers = vec![header("a", Some(b"x"))];
+    records[3].headers = vec![header("b", None), header("c", Some(b"yz"))];
+    log.append("headed", 0, records.clone()).await.unwrap();
+    let read = log
+        .read("headed", 0, 0, 1 << 20, Duration::ZERO)
+        .await
+        .unwrap();
+    let headers: Vec<&[Header]> = read.iter().map(|c| c.record.headers.as_slice()).collect();
+    let wanted: Vec<&[Header]> = records.iter().map(|r| r.headers.as_slice()).collect();
+    assert_eq!(headers, wanted);
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_reads_decode_what_a_kafka_producer_compressed() {
     let broker = TestBroker::start().await;
