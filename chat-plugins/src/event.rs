@@ -53,7 +53,23 @@ impl StoredMessage {
 
     /// The `message` frame as JSON text.
     pub fn frame_text(&self) -> String {
-        serde_json::to_string(&self.frame()).expect("frames serialize")
+        let mut out = Vec::with_capacity(self.json_len_estimate());
+        serde_json::to_writer(&mut out, &self.frame()).expect("frames serialize");
+        // serde_json writes only UTF-8.
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// About how long the message is as JSON (stored or as a frame), so it is written
+    /// into one buffer without growing it.
+    pub fn json_len_estimate(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        // The keys, quotes and numbers, plus a margin for escapes.
+        160 + self.msg_id.len()
+            + self.sender_id.len()
+            + text(&self.receiver_id)
+            + text(&self.group_id)
+            + text(&self.stream_id)
+            + self.content.len() * 9 / 8
     }
 }
 

@@ -11,6 +11,7 @@
 //! Methods return boxed futures so a plugin can hold an `Arc<dyn Log>` without knowing
 //! which implementation is behind it.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,8 +24,21 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// One record header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub key: String,
+    /// Borrowed for the keys the chat plugins write ([`header_key`]).
+    pub key: Cow<'static, str>,
     pub value: Option<Bytes>,
+}
+
+/// Header keys the chat plugins write. A backend reading one of these gives the record the
+/// static name rather than a copy: nearly every record of a chat topic has one.
+const KNOWN_HEADER_KEYS: &[&str] = &[crate::event::TYPE_HEADER, crate::notifications::ID_HEADER];
+
+/// A header key as read from the log (invalid UTF-8 replaced).
+pub fn header_key(raw: &[u8]) -> Cow<'static, str> {
+    match KNOWN_HEADER_KEYS.iter().find(|k| k.as_bytes() == raw) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(String::from_utf8_lossy(raw).into_owned()),
+    }
 }
 
 /// A record to append or one that was read.

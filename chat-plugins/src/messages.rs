@@ -590,7 +590,8 @@ fn stored(
         timestamp: now_ms,
         sequence_number: seq,
     };
-    let value = serde_json::to_vec(&message).expect("messages serialize");
+    let mut value = Vec::with_capacity(message.json_len_estimate());
+    serde_json::to_writer(&mut value, &message).expect("messages serialize");
     let record = Record {
         key: Some(Bytes::copy_from_slice(conversation.key().as_bytes())),
         value: Some(Bytes::from(value)),

@@ -150,17 +150,58 @@ pub fn encode_headers_into<'h>(
 pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// Decodes a header block produced by [`encode_headers`] (or by any Kafka client).
-pub fn decode_headers(mut raw: &[u8]) -> Result<Vec<HeaderRef<'_>>, RecordError> {
-    let (count, rest) = read_varint(raw)?;
-    raw = rest;
-    let mut out = Vec::with_capacity(count.clamp(0, 64) as usize);
-    for _ in 0..count {
-        let (k, rest) = read_nullable_bytes(raw)?;
-        let (v, rest) = read_nullable_bytes(rest)?;
-        out.push((k.unwrap_or_default(), v));
-        raw = rest;
+pub fn decode_headers(raw: &[u8]) -> Result<Vec<HeaderRef<'_>>, RecordError> {
+    Headers::new(raw)?.collect()
+}
+
+/// The headers of a header block, decoded one by one (for a caller that builds its own
+/// list: no list in between).
+#[derive(Debug, Clone)]
+pub struct Headers<'a> {
+    raw: &'a [u8],
+    left: i64,
+}
+
+impl<'a> Headers<'a> {
+    pub fn new(raw: &'a [u8]) -> Result<Headers<'a>, RecordError> {
+        let (count, raw) = read_varint(raw)?;
+        Ok(Headers {
+            raw,
+            left: count.max(0),
+        })
     }
-    Ok(out)
+
+    /// How many headers the block says it has (at most 64 of them: the block is not
+    /// trusted with a bigger allocation).
+    pub fn capacity_hint(&self) -> usize {
+        self.left.clamp(0, 64) as usize
+    }
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = Result<HeaderRef<'a>, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let decoded = read_nullable_bytes(self.raw).and_then(|(k, rest)| {
+            let (v, rest) = read_nullable_bytes(rest)?;
+            Ok(((k.unwrap_or_default(), v), rest))
+        });
+        match decoded {
+            Ok((header, rest)) => {
+                self.raw = rest;
+                Some(Ok(header))
+            }
+            Err(e) => {
+                // One error ends the block: what follows cannot be found.
+                self.left = 0;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 fn read_nullable_bytes(buf: &[u8]) -> Result<(Option<&[u8]>, &[u8]), RecordError> {

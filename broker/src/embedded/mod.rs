@@ -206,13 +206,22 @@ fn read_records(p: &Partition, offset: i64, max_bytes: usize) -> Result<Vec<Cons
             if at < offset {
                 return;
             }
-            let headers = match record::decode_headers(r.headers_raw) {
-                Ok(h) => h,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    return;
+            let mut headers = Vec::new();
+            let decoded = record::Headers::new(r.headers_raw).and_then(|block| {
+                headers.reserve_exact(block.capacity_hint());
+                for h in block {
+                    let (k, v) = h?;
+                    headers.push(Header {
+                        key: chorus_chat::log::header_key(k),
+                        value: v.map(share),
+                    });
                 }
-            };
+                Ok(())
+            });
+            if let Err(e) = decoded {
+                failed.get_or_insert(e);
+                return;
+            }
             out.push(Consumed {
                 topic: topic.clone(),
                 partition: p.index,
@@ -220,13 +229,7 @@ fn read_records(p: &Partition, offset: i64, max_bytes: usize) -> Result<Vec<Cons
                 record: Record {
                     key: r.key.map(share),
                     value: r.value.map(share),
-                    headers: headers
-                        .into_iter()
-                        .map(|(k, v)| Header {
-                            key: String::from_utf8_lossy(k).into_owned(),
-                            value: v.map(share),
-                        })
-                        .collect(),
+                    headers,
                     timestamp_ms: if append_time {
                         header.max_timestamp
                     } else {

@@ -291,7 +291,7 @@ pub(crate) fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
         .map(|hs| {
             hs.iter()
                 .map(|h| Header {
-                    key: h.key.to_string(),
+                    key: chorus_chat::log::header_key(h.key.as_bytes()),
                     value: h.value.map(Bytes::copy_from_slice),
                 })
                 .collect()

@@ -49,8 +49,8 @@ impl DeadLetters {
         attempts: u32,
         now_ms: i64,
     ) -> Result<()> {
-        let text = |key: &str, value: String| Header {
-            key: key.to_string(),
+        let text = |key: &'static str, value: String| Header {
+            key: key.into(),
             value: Some(Bytes::from(value)),
         };
         let mut headers = source.record.headers.clone();

@@ -364,7 +364,12 @@ async fn run<T: Target>(
             }
         }
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
+    let finish = |progress: &mut Progress, done: Vec<Done>| {
+        for d in done {
+            progress.finish(&d.topic, d.partition, d.offset);
+        }
+    };
     let worker = Worker {
         target: target.clone(),
         shared: shared.clone(),
@@ -378,14 +383,14 @@ async fn run<T: Target>(
     let mut last_commit = Instant::now();
     loop {
         while let Ok(done) = done_rx.try_recv() {
-            progress.finish(&done.topic, done.partition, done.offset);
+            finish(&mut progress, done);
         }
         if *stop.borrow() {
             break;
         }
         if progress.in_flight() >= MAX_IN_FLIGHT {
             tokio::select! {
-                Some(done) = done_rx.recv() => progress.finish(&done.topic, done.partition, done.offset),
+                Some(done) = done_rx.recv() => finish(&mut progress, done),
                 _ = stop.changed() => {}
             }
         } else {
@@ -393,7 +398,6 @@ async fn run<T: Target>(
                 Ok(records) => {
                     let mut starting = Vec::new();
                     for record in records {
-                        progress.start(&record.topic, record.partition, record.offset);
                         starting.extend(schedule(
                             record,
                             &target,
@@ -418,7 +422,7 @@ async fn run<T: Target>(
         }
     }
     while let Ok(done) = done_rx.try_recv() {
-        progress.finish(&done.topic, done.partition, done.offset);
+        finish(&mut progress, done);
     }
     commit(consumer.as_mut(), &mut progress, target.name()).await;
     if let Err(e) = consumer.close().await {
@@ -461,9 +465,10 @@ fn schedule<T: Target>(
     let plan = target.plan(&record);
     if let Plan::Skip = plan {
         ForwardMetrics::inc(&metrics.skipped);
-        progress.finish(&record.topic, record.partition, record.offset);
+        progress.pass(&record.topic, record.partition, record.offset);
         return None;
     }
+    progress.start(&record.topic, record.partition, record.offset);
     let item = Item { record, plan };
     if let Some(key) = item.order_key() {
         let mut queues = worker.queues.lock().expect("queues lock");
@@ -497,7 +502,8 @@ struct Worker<T: Target> {
     metrics: Arc<ForwardMetrics>,
     stop: watch::Receiver<bool>,
     queues: Queues<T::Job>,
-    done_tx: mpsc::UnboundedSender<Done>,
+    /// Finished jobs, a round's or a key's at a time.
+    done_tx: mpsc::UnboundedSender<Vec<Done>>,
 }
 
 impl<T: Target> Clone for Worker<T> {
@@ -565,6 +571,7 @@ impl<T: Target> Worker<T> {
             // Keys whose run was delivered whole: what queued behind them goes next.
             let mut finished = Vec::new();
             let mut answers = answers.into_iter();
+            let mut done = Vec::new();
             for run in runs {
                 let (outcomes, failure) = answers.next().unwrap_or_default();
                 // Nothing delivered and no reason given: a failure all the same, so the
@@ -575,12 +582,16 @@ impl<T: Target> Worker<T> {
                     )),
                     other => other,
                 };
-                let key = run[0].order_key().map(str::to_string);
                 let n = outcomes.len().min(run.len());
                 let mut run = VecDeque::from(run);
+                // The key, taken from the first finished job (needed when all finish).
+                let mut key = None;
                 for (outcome, item) in outcomes.into_iter().zip(run.drain(..n)) {
                     self.count(outcome);
-                    let _ = self.done_tx.send(Done::from(item.record));
+                    if let (None, Plan::Deliver { order_key, .. }) = (&key, item.plan) {
+                        key = Some(order_key);
+                    }
+                    done.push(Done::from(item.record));
                 }
                 if let Some(failure) = failure {
                     let worker = self.clone();
@@ -591,6 +602,9 @@ impl<T: Target> Worker<T> {
                 } else {
                     finished.extend(key);
                 }
+            }
+            if !done.is_empty() {
+                let _ = self.done_tx.send(done);
             }
             let mut queues = self.queues.lock().expect("queues lock");
             for key in finished {
@@ -664,7 +678,7 @@ impl<T: Target> Worker<T> {
             if !Box::pin(self.process(item)).await {
                 return false;
             }
-            let _ = self.done_tx.send(done);
+            let _ = self.done_tx.send(vec![done]);
             return true;
         }
         let mut records = Vec::with_capacity(items.len());
@@ -694,7 +708,7 @@ impl<T: Target> Worker<T> {
             }
             for outcome in outcomes.into_iter().take(jobs.len() - start) {
                 self.count(outcome);
-                let _ = self.done_tx.send(done(&records[start]));
+                let _ = self.done_tx.send(vec![done(&records[start])]);
                 start += 1;
             }
             let failure = match failure {
@@ -713,7 +727,7 @@ impl<T: Target> Worker<T> {
                 return false;
             }
             self.target.dead_lettered(&jobs[start]);
-            let _ = self.done_tx.send(done(&records[start]));
+            let _ = self.done_tx.send(vec![done(&records[start])]);
             start += 1;
             attempts = 0;
         }

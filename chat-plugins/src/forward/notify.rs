@@ -137,20 +137,38 @@ impl Target for ChatNotifier {
         let Some(message) = message else {
             return Plan::Skip;
         };
-        let Some(conversation) = message.conversation() else {
-            return Plan::Skip;
-        };
-        let mut users = match (&message.receiver_id, &message.group_id) {
-            (Some(r), _) => vec![r.clone()],
-            (None, Some(g)) => self.chat.membership.members(g),
-            _ => Vec::new(),
-        };
-        users.retain(|u| *u != message.sender_id);
-        // Everyone is receiving the conversation right now (the common case): nothing to
-        // queue. Whoever is not is checked again when the job runs.
-        if self.gateway.not_receiving(&users, &conversation).is_empty() {
+        if message.stream_id.is_some() == message.group_id.is_some() {
+            // Names no conversation: not one the write path makes.
             return Plan::Skip;
         }
+        let conversation = || message.conversation().expect("checked above");
+        // Whoever is receiving the conversation right now (the common case: everyone)
+        // needs no notification. Whoever is not is checked again when the job runs.
+        let users = match (&message.receiver_id, &message.group_id) {
+            (Some(r), _) => {
+                if *r == message.sender_id
+                    || self
+                        .gateway
+                        .all_receiving(std::iter::once(r.as_str()), conversation)
+                {
+                    return Plan::Skip;
+                }
+                vec![r.clone()]
+            }
+            (None, Some(g)) => {
+                let mut members = self.chat.membership.members(g);
+                members.retain(|u| *u != message.sender_id);
+                if self
+                    .gateway
+                    .all_receiving(members.iter().map(String::as_str), conversation)
+                {
+                    return Plan::Skip;
+                }
+                members
+            }
+            _ => return Plan::Skip,
+        };
+        let conversation = conversation();
         Plan::Deliver {
             order_key: conversation.key().to_string(),
             dedup: None,

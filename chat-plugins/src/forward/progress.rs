@@ -27,20 +27,30 @@ pub struct Progress {
 impl Progress {
     /// A record at `offset` is being worked on.
     pub fn start(&mut self, topic: &str, partition: i32, offset: i64) {
+        let p = self.partition(topic, partition);
+        p.pending.insert(offset);
+        p.next = p.next.max(offset + 1);
+    }
+
+    /// A record at `offset` was done as soon as it was seen (skipped): as [`Progress::start`]
+    /// and [`Progress::finish`] together, without the pending set.
+    pub fn pass(&mut self, topic: &str, partition: i32, offset: i64) {
+        let p = self.partition(topic, partition);
+        p.next = p.next.max(offset + 1);
+    }
+
+    fn partition(&mut self, topic: &str, partition: i32) -> &mut Partition {
         if !self.topics.contains_key(topic) {
             self.topics.insert(topic.to_string(), HashMap::default());
         }
-        let p = self
-            .topics
+        self.topics
             .get_mut(topic)
             .expect("just added")
             .entry(partition)
             .or_insert_with(|| Partition {
                 committed: -1,
                 ..Partition::default()
-            });
-        p.pending.insert(offset);
-        p.next = p.next.max(offset + 1);
+            })
     }
 
     /// The record at `offset` is delivered or dead-lettered.
@@ -149,5 +159,20 @@ mod tests {
         p.finish("t", 0, 20);
         // Forgotten once nothing was pending: it starts afresh.
         assert_eq!(p.take_commits(&both), [("t".to_string(), 0, 21)]);
+    }
+
+    #[test]
+    fn a_passed_record_moves_the_commit_only_up_to_what_is_pending() {
+        let mut p = Progress::default();
+        let owned = [("t".to_string(), 0)];
+        p.pass("t", 0, 5);
+        assert_eq!(p.in_flight(), 0);
+        assert_eq!(p.take_commits(&owned), [("t".to_string(), 0, 6)]);
+        p.start("t", 0, 6);
+        p.pass("t", 0, 7);
+        p.pass("t", 0, 8);
+        assert!(p.take_commits(&owned).is_empty(), "6 is still pending");
+        p.finish("t", 0, 6);
+        assert_eq!(p.take_commits(&owned), [("t".to_string(), 0, 9)]);
     }
 }

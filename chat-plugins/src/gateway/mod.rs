@@ -338,6 +338,32 @@ impl Gateway {
             .collect()
     }
 
+    /// Whether every one of `users` would see a new message of a conversation: each has a
+    /// connection here that did not unsubscribe from it, or one on another gateway. The
+    /// conversation is made only if some connection unsubscribed from something (the
+    /// notifier asks this of every message, and the answer is nearly always yes).
+    pub fn all_receiving<'a>(
+        &self,
+        mut users: impl Iterator<Item = &'a str>,
+        conversation: impl Fn() -> Conversation,
+    ) -> bool {
+        let made = std::cell::OnceCell::new();
+        let conversation = || made.get_or_init(&conversation);
+        let table = self.connections.lock().expect("connections lock");
+        users.all(|u| {
+            let here = table.get(u).is_some_and(|conns| {
+                conns.iter().any(|c| {
+                    let muted = c.muted.lock().expect("muted lock");
+                    muted.is_empty() || !muted.contains(conversation())
+                })
+            });
+            here || self
+                .presence
+                .as_ref()
+                .is_some_and(|p| p.receiving_elsewhere(u, conversation()))
+        })
+    }
+
     /// Queues `push` for every connection of each of `users`; a full queue marks that
     /// connection too slow (it closes itself) without touching the others. The connection
     /// table is locked once for the whole list.
