@@ -265,6 +265,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn header_keys_the_plugins_write_are_static_and_others_copied() {
+        use std::borrow::Cow;
+        assert!(matches!(header_key(b"type"), Cow::Borrowed("type")));
+        assert!(matches!(
+            header_key(b"chorus.id"),
+            Cow::Borrowed("chorus.id")
+        ));
+        assert!(matches!(header_key(b"trace"), Cow::Owned(k) if k == "trace"));
+        assert_eq!(header_key(b"bad\xffkey"), "bad\u{fffd}key");
+    }
+
+    #[test]
     fn keys_land_where_kafkas_default_partitioner_puts_them() {
         // Values from Kafka's Java client (Utils.murmur2 / DefaultPartitioner).
         assert_eq!(murmur2(b"21") as i32, -973932308);

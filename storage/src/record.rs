@@ -151,7 +151,12 @@ pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// Decodes a header block produced by [`encode_headers`] (or by any Kafka client).
 pub fn decode_headers(raw: &[u8]) -> Result<Vec<HeaderRef<'_>>, RecordError> {
-    Headers::new(raw)?.collect()
+    let block = Headers::new(raw)?;
+    let mut out = Vec::with_capacity(block.capacity_hint());
+    for h in block {
+        out.push(h?);
+    }
+    Ok(out)
 }
 
 /// The headers of a header block, decoded one by one (for a caller that builds its own
@@ -345,6 +350,32 @@ mod tests {
         assert_eq!(
             h,
             vec![(&b"trace"[..], Some(&b"abc"[..])), (&b"empty"[..], None)]
+        );
+    }
+
+    #[test]
+    fn a_truncated_header_block_is_an_error_and_ends_there() {
+        let block = encode_headers(&[("trace", Some(b"abc")), ("next", Some(b"v"))]);
+        // Cut inside the second header's value.
+        let cut = &block[..block.len() - 1];
+        assert_eq!(decode_headers(cut), Err(RecordError::Truncated));
+        let mut headers = Headers::new(cut).unwrap();
+        assert_eq!(headers.next(), Some(Ok((&b"trace"[..], Some(&b"abc"[..])))));
+        assert_eq!(headers.next(), Some(Err(RecordError::Truncated)));
+        assert_eq!(headers.next(), None, "nothing is read past the error");
+        // A count that claims more headers than the block has.
+        let mut lying = block.clone();
+        lying[0] = 6; // zigzag varint 3
+        assert_eq!(decode_headers(&lying), Err(RecordError::Truncated));
+        // A negative count is no headers; an empty block is an error.
+        assert_eq!(decode_headers(&[1]), Ok(Vec::new()));
+        assert_eq!(decode_headers(&[]), Err(RecordError::Truncated));
+        // A huge count does not size an allocation.
+        assert_eq!(
+            Headers::new(&[0xfe, 0xff, 0xff, 0xff, 0x0f])
+                .unwrap()
+                .capacity_hint(),
+            64
         );
     }
 

@@ -206,22 +206,13 @@ fn read_records(p: &Partition, offset: i64, max_bytes: usize) -> Result<Vec<Cons
             if at < offset {
                 return;
             }
-            let mut headers = Vec::new();
-            let decoded = record::Headers::new(r.headers_raw).and_then(|block| {
-                headers.reserve_exact(block.capacity_hint());
-                for h in block {
-                    let (k, v) = h?;
-                    headers.push(Header {
-                        key: chorus_chat::log::header_key(k),
-                        value: v.map(share),
-                    });
+            let headers = match headers_of(r.headers_raw, share) {
+                Ok(h) => h,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    return;
                 }
-                Ok(())
-            });
-            if let Err(e) = decoded {
-                failed.get_or_insert(e);
-                return;
-            }
+            };
             out.push(Consumed {
                 topic: topic.clone(),
                 partition: p.index,
@@ -247,6 +238,23 @@ fn read_records(p: &Partition, offset: i64, max_bytes: usize) -> Result<Vec<Cons
         }
     }
     Ok(out)
+}
+
+/// A record's header block as the plugins' headers, values shared with the read's buffer.
+fn headers_of(
+    raw: &[u8],
+    share: impl Fn(&[u8]) -> bytes::Bytes,
+) -> Result<Vec<Header>, record::RecordError> {
+    let block = record::Headers::new(raw)?;
+    let mut headers = Vec::with_capacity(block.capacity_hint());
+    for h in block {
+        let (key, value) = h?;
+        headers.push(Header {
+            key: chorus_chat::log::header_key(key),
+            value: value.map(&share),
+        });
+    }
+    Ok(headers)
 }
 
 impl Log for EmbeddedLog {

@@ -148,6 +148,11 @@ async fn each_record_of_an_embedded_append_keeps_its_own_headers() {
     let headers: Vec<&[Header]> = read.iter().map(|c| c.record.headers.as_slice()).collect();
     let wanted: Vec<&[Header]> = records.iter().map(|r| r.headers.as_slice()).collect();
     assert_eq!(headers, wanted);
+    assert!(matches!(
+        headers[3][1].key,
+        std::borrow::Cow::Borrowed("type")
+    ));
+    assert!(matches!(headers[3][0].key, std::borrow::Cow::Owned(_)));
     broker.stop().await;
 }
 

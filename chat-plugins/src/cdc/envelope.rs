@@ -599,7 +599,7 @@ mod tests {
         ] {
             events.push(odd.as_bytes().to_vec());
         }
-        let (mut fast, mut raw_rows) = (0, 0);
+        let (mut fast, mut field_rows) = (0, 0);
         for bytes in &events {
             let record = Record {
                 key: None,
@@ -609,23 +609,26 @@ mod tests {
             };
             let text = String::from_utf8_lossy(bytes);
             let tree = parse_tree(bytes, &record);
-            if let Some(raw) = change_event(bytes) {
+            if let Some(one_pass) = change_event(bytes) {
                 fast += 1;
                 // Each field reads the same from the one pass as from the tree.
                 if let (Ok(Change::Insert { row, .. }), Ok(Change::Insert { row: t, .. })) =
-                    (&raw, &tree)
+                    (&one_pass, &tree)
                 {
-                    raw_rows += usize::from(matches!(row, Row::Fields(_)));
+                    field_rows += usize::from(matches!(row, Row::Fields(_)));
                     for name in t.to_map().keys().map(String::as_str).chain(["missing"]) {
                         assert_eq!(row.text(name), t.text(name), "{name} of {text}");
                         assert_eq!(row.value(name), t.value(name), "{name} of {text}");
                     }
                 }
-                assert_eq!(raw, tree, "{text}");
+                assert_eq!(one_pass, tree, "{text}");
             }
             assert_eq!(parse(&record), tree, "{text}");
         }
         assert!(fast >= 15, "only {fast} events took the one-pass path");
-        assert!(raw_rows >= 6, "only {raw_rows} rows were read in one pass");
+        assert!(
+            field_rows >= 6,
+            "only {field_rows} rows were read in one pass"
+        );
     }
 }

@@ -84,10 +84,13 @@ struct Conn {
 
 impl Conn {
     fn is_muted(&self, conversation: &Conversation) -> bool {
-        self.muted
-            .lock()
-            .expect("muted lock")
-            .contains(conversation)
+        self.is_muted_with(&|| conversation)
+    }
+
+    /// [`Conn::is_muted`], with the conversation asked for only when something is muted.
+    fn is_muted_with<'c>(&self, conversation: &dyn Fn() -> &'c Conversation) -> bool {
+        let muted = self.muted.lock().expect("muted lock");
+        !muted.is_empty() && muted.contains(conversation())
     }
 }
 
@@ -324,24 +327,15 @@ impl Gateway {
         let table = self.connections.lock().expect("connections lock");
         users
             .iter()
-            .filter(|u| {
-                let here = table
-                    .get(*u)
-                    .is_some_and(|conns| conns.iter().any(|c| !c.is_muted(conversation)));
-                let elsewhere = self
-                    .presence
-                    .as_ref()
-                    .is_some_and(|p| p.receiving_elsewhere(u, conversation));
-                !here && !elsewhere
-            })
+            .filter(|u| !self.receives(&table, u, &|| conversation))
             .cloned()
             .collect()
     }
 
-    /// Whether every one of `users` would see a new message of a conversation: each has a
-    /// connection here that did not unsubscribe from it, or one on another gateway. The
-    /// conversation is made only if some connection unsubscribed from something (the
-    /// notifier asks this of every message, and the answer is nearly always yes).
+    /// Whether every one of `users` would see a new message of a conversation (none of
+    /// them is [`Gateway::not_receiving`] it). The conversation is made only if some
+    /// connection unsubscribed from something: the notifier asks this of every message,
+    /// and the answer is nearly always yes.
     pub fn all_receiving<'a>(
         &self,
         mut users: impl Iterator<Item = &'a str>,
@@ -350,18 +344,24 @@ impl Gateway {
         let made = std::cell::OnceCell::new();
         let conversation = || made.get_or_init(&conversation);
         let table = self.connections.lock().expect("connections lock");
-        users.all(|u| {
-            let here = table.get(u).is_some_and(|conns| {
-                conns.iter().any(|c| {
-                    let muted = c.muted.lock().expect("muted lock");
-                    muted.is_empty() || !muted.contains(conversation())
-                })
-            });
-            here || self
-                .presence
-                .as_ref()
-                .is_some_and(|p| p.receiving_elsewhere(u, conversation()))
-        })
+        users.all(|u| self.receives(&table, u, &conversation))
+    }
+
+    /// Whether `user` has a connection here, or on another gateway, that did not
+    /// unsubscribe from the conversation (asked for only when it must be compared).
+    fn receives<'c>(
+        &self,
+        table: &HashMap<String, Vec<Arc<Conn>>>,
+        user: &str,
+        conversation: &dyn Fn() -> &'c Conversation,
+    ) -> bool {
+        let here = table
+            .get(user)
+            .is_some_and(|conns| conns.iter().any(|c| !c.is_muted_with(conversation)));
+        here || self
+            .presence
+            .as_ref()
+            .is_some_and(|p| p.receiving_elsewhere(user, conversation()))
     }
 
     /// Queues `push` for every connection of each of `users`; a full queue marks that
