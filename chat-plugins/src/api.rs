@@ -2,6 +2,8 @@
 //! independent of any HTTP server: the host hands over method, path, query, the
 //! `Authorization` header and the body, and writes back the status and JSON it gets.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::error::{ChatError, Result};
@@ -119,10 +121,10 @@ impl Chat {
     async fn post_message(&self, req: HttpRequest<'_>) -> Result<HttpResponse> {
         let claims = self.authenticate(req.authorization)?;
         let body = self.json_body(req.body)?;
-        let text = |name: &'static str| -> Result<Option<String>> {
+        let text = |name: &'static str| -> Result<Option<Arc<str>>> {
             match body.get(name) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::String(s)) => Ok(Some(Arc::from(s.as_str()))),
                 Some(_) => Err(ChatError::InvalidMessage("msg_id, sender_id, receiver_id, group_id, stream_id and content must be strings")),
             }
         };
@@ -150,7 +152,7 @@ impl Chat {
             },
             content,
         };
-        if draft.sender_id != claims.user && !claims.service {
+        if *draft.sender_id != *claims.user && !claims.service {
             return Err(ChatError::Forbidden("a user can only send as itself"));
         }
         if let (Some(s), Recipient::User(r)) = (&supplied_stream, &draft.to) {
@@ -231,20 +233,20 @@ impl Chat {
                 // Only its two parties may read a stream (one with no messages has none).
                 if !claims.service {
                     match self.messages.parties(&s).await {
-                        Some((a, b)) if a == claims.user || b == claims.user => {}
+                        Some((a, b)) if *a == *claims.user || *b == *claims.user => {}
                         Some(_) => {
                             return Err(ChatError::Forbidden("not a party to this conversation"))
                         }
                         None => {}
                     }
                 }
-                Conversation::Stream(s)
+                Conversation::Stream(s.into())
             }
             (None, Some(g)) => {
                 if !claims.service && !self.membership.is_member(&g, &claims.user) {
                     return Err(ChatError::Forbidden("not a member of this group"));
                 }
-                Conversation::Group(g)
+                Conversation::Group(g.into())
             }
             _ => {
                 return Err(ChatError::InvalidMessage(

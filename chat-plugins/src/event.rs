@@ -1,5 +1,7 @@
 //! What the chat fabric stores in the log (JSON record values) and how it shows them.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -9,17 +11,20 @@ use crate::ids::Conversation;
 pub const TYPE_HEADER: &str = "type";
 
 /// A chat message as stored in `chat.messages` (keyed by its conversation).
+///
+/// Its texts are shared (`Arc<str>`) with the draft it came from, the message store's
+/// memory and the frames made of it, which copy none of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
-    pub msg_id: String,
-    pub sender_id: String,
+    pub msg_id: Arc<str>,
+    pub sender_id: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receiver_id: Option<String>,
+    pub receiver_id: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub group_id: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_id: Option<String>,
-    pub content: String,
+    pub stream_id: Option<Arc<str>>,
+    pub content: Arc<str>,
     /// Server time of the append, in ms.
     pub timestamp: i64,
     /// Position in the conversation: 1, 2, 3, ... without gaps.
@@ -62,7 +67,7 @@ impl StoredMessage {
     /// About how long the message is as JSON (stored or as a frame), so it is written
     /// into one buffer without growing it.
     pub fn json_len_estimate(&self) -> usize {
-        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let text = |s: &Option<Arc<str>>| s.as_ref().map_or(0, |s| s.len());
         // The keys, quotes and numbers, plus a margin for escapes.
         160 + self.msg_id.len()
             + self.sender_id.len()

@@ -49,19 +49,19 @@ use crate::log::{partition_for_key, Consumed, Header, Log, LogError, Record, Top
 use crate::scan::{read_range, scan_partition};
 use crate::HashMap;
 
-/// What a sender asks to send, validated.
+/// What a sender asks to send, validated. Cheap to clone: the texts are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
-    pub msg_id: String,
-    pub sender_id: String,
+    pub msg_id: Arc<str>,
+    pub sender_id: Arc<str>,
     pub to: Recipient,
-    pub content: String,
+    pub content: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipient {
-    User(String),
-    Group(String),
+    User(Arc<str>),
+    Group(Arc<str>),
 }
 
 /// A draft with its conversation, worked out once (a stream's id is a hash).
@@ -97,7 +97,7 @@ pub const MSG_ID_MEMORY: usize = 200_000;
 /// What a sender is told about a message: the HTTP answer, and the WebSocket `ack`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    pub msg_id: String,
+    pub msg_id: Arc<str>,
     pub conversation: Conversation,
     pub sequence_number: u64,
     pub timestamp: i64,
@@ -134,7 +134,7 @@ struct Sent {
 }
 
 /// (sender, msg_id).
-type ClientId = (String, String);
+type ClientId = (Arc<str>, Arc<str>);
 
 /// A client id's two parts, however held: the remembered ids are looked up with borrowed
 /// parts, without building a key. Hashes and compares as a [`ClientId`] does.
@@ -196,7 +196,7 @@ struct Shard {
     /// conversation's last sequence number.
     placed: HashMap<Conversation, Vec<Placed>>,
     /// Stream id -> its two users (who may read its history).
-    parties: HashMap<String, (String, String)>,
+    parties: HashMap<Arc<str>, (Arc<str>, Arc<str>)>,
     /// The records taken in last, by offset, with the message each one made (numbered).
     /// The fan-out and the chat notifier read these records moments after the writer
     /// took them in; here they find them without parsing them again.
@@ -223,7 +223,7 @@ impl Shard {
                 return taken;
             }
             let mut m = message?;
-            let id = (m.sender_id.as_str(), m.msg_id.as_str());
+            let id = (m.sender_id.as_ref(), m.msg_id.as_ref());
             let sent = self.sent(&id).filter(|s| s.offset == offset)?;
             Arc::make_mut(&mut m).sequence_number = sent.sequence_number;
             return Some(m);
@@ -242,7 +242,7 @@ impl Shard {
     ) -> Option<Arc<StoredMessage>> {
         let mut m = message?;
         if self
-            .sent(&(m.sender_id.as_str(), m.msg_id.as_str()))
+            .sent(&(m.sender_id.as_ref(), m.msg_id.as_ref()))
             .is_some()
         {
             return None;
@@ -329,7 +329,7 @@ impl Shard {
     /// The receipt of the remembered message with `client_id` in `conversation`.
     fn receipt(&self, client_id: (&str, &str), conversation: &Conversation) -> Option<Receipt> {
         self.sent(&client_id).map(|s| Receipt {
-            msg_id: client_id.1.to_string(),
+            msg_id: client_id.1.into(),
             conversation: conversation.clone(),
             sequence_number: s.sequence_number,
             timestamp: s.timestamp,
@@ -447,7 +447,7 @@ impl Inner {
             batch
                 .iter()
                 .map(|q| {
-                    let id = (q.draft.sender_id.as_str(), q.draft.msg_id.as_str());
+                    let id = (q.draft.sender_id.as_ref(), q.draft.msg_id.as_ref());
                     if let Some(original) = shard.receipt(id, &q.conversation) {
                         return Fate::Known(original);
                     }
@@ -533,7 +533,7 @@ impl Inner {
                         // Taken in as a new message: numbered there.
                         Some(Some(m)) => (m.sequence_number, m.timestamp, false),
                         _ => {
-                            match shard.sent(&(ours.sender_id.as_str(), ours.msg_id.as_str())) {
+                            match shard.sent(&(ours.sender_id.as_ref(), ours.msg_id.as_ref())) {
                                 Some(s) => (s.sequence_number, s.timestamp, s.offset != *offset),
                                 // Only if the window forgot it already: what we wrote.
                                 None => (ours.sequence_number, ours.timestamp, false),
@@ -577,7 +577,14 @@ fn stored(
     now_ms: i64,
 ) -> (Arc<StoredMessage>, Record) {
     let (receiver_id, group_id, stream) = match &draft.to {
-        Recipient::User(r) => (Some(r.clone()), None, Some(conversation.key().to_string())),
+        Recipient::User(r) => (
+            Some(r.clone()),
+            None,
+            match conversation {
+                Conversation::Stream(s) => Some(s.clone()),
+                Conversation::Group(_) => Some(conversation.key().into()),
+            },
+        ),
         Recipient::Group(g) => (None, Some(g.clone()), None),
     };
     let message = StoredMessage {
@@ -777,8 +784,8 @@ impl MessageStore {
     }
 
     /// The two users of a 1:1 stream, once it has a message.
-    pub async fn parties(&self, stream: &str) -> Option<(String, String)> {
-        let conversation = Conversation::Stream(stream.to_string());
+    pub async fn parties(&self, stream: &str) -> Option<(Arc<str>, Arc<str>)> {
+        let conversation = Conversation::Stream(stream.into());
         let shard = self.inner.shard(self.partition(&conversation));
         shard.parties.get(stream).cloned()
     }
@@ -909,7 +916,7 @@ mod tests {
         let mut big = Shard::default();
         for i in 0..10 {
             let mut m = message("bob", &i.to_string(), 1_000);
-            Arc::make_mut(&mut m).content = "x".repeat(1 << 20);
+            Arc::make_mut(&mut m).content = "x".repeat(1 << 20).into();
             big.follow(i, Some(m));
         }
         assert_eq!(big.recent.len(), RECENT_BYTES >> 20);

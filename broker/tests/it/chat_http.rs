@@ -78,7 +78,7 @@ async fn messages_get_sequence_numbers_and_a_retry_returns_the_original() {
     let stream = stream_id("alice", "bob");
     let (status, first) = send(&broker, "alice", "bob", "m1", "hello").await;
     assert_eq!(status, 201, "{first}");
-    assert_eq!(first["stream_id"], stream.as_str());
+    assert_eq!(first["stream_id"], &*stream);
     assert_eq!(first["sequence_number"], 1);
     assert_eq!(first["msg_id"], "m1");
     let (status, second) = send(&broker, "alice", "bob", "m2", "how are you").await;
@@ -90,7 +90,7 @@ async fn messages_get_sequence_numbers_and_a_retry_returns_the_original() {
     // The other side writes to the same conversation.
     let (status, reply) = send(&broker, "bob", "alice", "r1", "fine").await;
     assert_eq!((status, reply["sequence_number"].as_u64()), (201, Some(3)));
-    assert_eq!(reply["stream_id"], stream.as_str());
+    assert_eq!(reply["stream_id"], &*stream);
     // The same msg_id from another sender is another message.
     let (status, other) = send(&broker, "bob", "alice", "m1", "mine").await;
     assert_eq!((status, other["sequence_number"].as_u64()), (201, Some(4)));

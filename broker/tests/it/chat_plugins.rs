@@ -836,7 +836,7 @@ async fn users_not_receiving_a_conversation_are_notified_once_per_conversation()
     let n = expect(&mut dave, "notification").await;
     assert_eq!(n["notification_type"], "chat");
     assert_eq!(n["payload"]["sender_id"], "alice");
-    assert_eq!(n["payload"]["stream_id"], stream);
+    assert_eq!(n["payload"]["stream_id"], &*stream);
     assert_eq!(n["payload"]["preview"], "d0 from alice");
 
     let all: Vec<i32> = (0..8).collect();

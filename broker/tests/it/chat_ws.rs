@@ -199,7 +199,7 @@ async fn a_message_is_acked_and_reaches_every_device_of_both_parties() {
     let ack = expect(&mut alice_phone, "ack").await;
     assert_eq!(ack["msg_id"], "m1");
     assert_eq!(ack["sequence_number"], 1);
-    assert_eq!(ack["stream_id"], stream_id("alice", "bob").as_str());
+    assert_eq!(ack["stream_id"], &*stream_id("alice", "bob"));
     for ws in [&mut bob, &mut alice_laptop] {
         let m = expect(ws, "message").await;
         assert_eq!(m["msg_id"], "m1");

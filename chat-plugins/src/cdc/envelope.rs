@@ -134,7 +134,7 @@ impl<'de> Deserialize<'de> for Field<'de> {
 pub trait Fields {
     /// A field as text: strings as they are, numbers and booleans written out; `None`
     /// when the field is missing, null, an object or an array.
-    fn text(&self, name: &str) -> Option<String>;
+    fn text(&self, name: &str) -> Option<Cow<'_, str>>;
     /// A field's value.
     fn value(&self, name: &str) -> Option<Value>;
     /// Every field, as a tree.
@@ -142,7 +142,7 @@ pub trait Fields {
 }
 
 impl Fields for Map<String, Value> {
-    fn text(&self, name: &str) -> Option<String> {
+    fn text(&self, name: &str) -> Option<Cow<'_, str>> {
         self.get(name).and_then(value_text)
     }
 
@@ -166,11 +166,11 @@ impl Row<'_> {
 }
 
 impl Fields for Row<'_> {
-    fn text(&self, name: &str) -> Option<String> {
+    fn text(&self, name: &str) -> Option<Cow<'_, str>> {
         match self {
             Row::Fields(_) => match self.field(name)? {
-                Field::Text(t) => Some(t.to_string()),
-                other => value_text(&other.to_value()),
+                Field::Text(t) => Some(Cow::Borrowed(t)),
+                other => value_text(&other.to_value()).map(|t| Cow::Owned(t.into_owned())),
             },
             Row::Tree(map) => map.text(name),
         }
@@ -551,11 +551,11 @@ fn plain_value(v: Value) -> Value {
 }
 
 /// A value as text: strings as they are, numbers and booleans written out.
-fn value_text(value: &Value) -> Option<String> {
+fn value_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }

@@ -1,7 +1,9 @@
 //! Which source topic becomes what, and which fields of its rows say what: the
 //! `[[chat.cdc]]` entries of the configuration.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -100,7 +102,7 @@ impl CdcMapping {
         self.fields.get(name).map_or(name, String::as_str)
     }
 
-    fn text(&self, row: &impl Fields, name: &str) -> Option<String> {
+    fn text<'r>(&self, row: &'r impl Fields, name: &str) -> Option<Cow<'r, str>> {
         row.text(self.source(name)).filter(|s| !s.is_empty())
     }
 
@@ -136,29 +138,33 @@ impl CdcMapping {
             .and_then(|f| row.text(f));
         let id = match mapped_id {
             Some(id) => id,
-            None => row.text(OUTBOX_EVENT_ID).unwrap_or_else(position),
+            None => row
+                .text(OUTBOX_EVENT_ID)
+                .unwrap_or_else(|| Cow::Owned(position())),
         };
+        // A message's texts are shared from here on (by its record, the store, frames).
+        let shared = |t: Cow<'_, str>| Arc::<str>::from(t.as_ref());
         match self.kind {
             Kind::ChatMessage => {
                 let to = match (self.text(row, "receiver_id"), self.text(row, "group_id")) {
-                    (Some(r), None) => Recipient::User(r),
-                    (None, Some(g)) => Recipient::Group(g),
+                    (Some(r), None) => Recipient::User(shared(r)),
+                    (None, Some(g)) => Recipient::Group(shared(g)),
                     (Some(_), Some(_)) => {
                         return Err("the row has both a receiver and a group".into())
                     }
                     (None, None) => return Err("the row has neither a receiver nor a group".into()),
                 };
                 Ok(Output::Message(Draft {
-                    msg_id: id,
-                    sender_id: required("sender_id")?,
+                    msg_id: shared(id),
+                    sender_id: shared(required("sender_id")?),
                     to,
-                    content: required("content")?,
+                    content: shared(required("content")?),
                 }))
             }
             Kind::Notification => {
                 let notification_type = match &self.notification_type {
                     Some(t) => t.clone(),
-                    None => required("notification_type")?,
+                    None => required("notification_type")?.into_owned(),
                 };
                 if !NOTIFICATION_TYPES.contains(&notification_type.as_str()) {
                     return Err(format!(
@@ -183,8 +189,8 @@ impl CdcMapping {
                     },
                 };
                 Ok(Output::Notification {
-                    id,
-                    user: required("user_id")?,
+                    id: id.into_owned(),
+                    user: required("user_id")?.into_owned(),
                     notification_type,
                     payload,
                 })

@@ -149,15 +149,15 @@ impl Target for ChatNotifier {
                 if *r == message.sender_id
                     || self
                         .gateway
-                        .all_receiving(std::iter::once(r.as_str()), conversation)
+                        .all_receiving(std::iter::once(r.as_ref()), conversation)
                 {
                     return Plan::Skip;
                 }
-                vec![r.clone()]
+                vec![r.to_string()]
             }
             (None, Some(g)) => {
                 let mut members = self.chat.membership.members(g);
-                members.retain(|u| *u != message.sender_id);
+                members.retain(|u| **u != *message.sender_id);
                 if self
                     .gateway
                     .all_receiving(members.iter().map(String::as_str), conversation)

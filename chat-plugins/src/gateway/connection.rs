@@ -389,8 +389,8 @@ impl Session<'_> {
             string_field(frame, "recipient")?,
             string_field(frame, "group_id")?,
         ) {
-            (Some(r), None) if !r.is_empty() => Recipient::User(r.to_string()),
-            (None, Some(g)) if !g.is_empty() => Recipient::Group(g.to_string()),
+            (Some(r), None) if !r.is_empty() => Recipient::User(r.into()),
+            (None, Some(g)) if !g.is_empty() => Recipient::Group(g.into()),
             _ => {
                 return Err(ChatError::InvalidMessage(
                     "send_msg needs exactly one of recipient and group_id",
@@ -402,10 +402,10 @@ impl Session<'_> {
             return Err(ChatError::RateLimited);
         }
         let draft = Draft {
-            msg_id: msg_id.to_string(),
-            sender_id: self.user.clone(),
+            msg_id: msg_id.into(),
+            sender_id: self.user.as_str().into(),
             to,
-            content: content.to_string(),
+            content: content.into(),
         };
         let (message, _) = self.gateway.chat.send(draft).await?;
         Metrics::inc(&self.gateway.metrics.messages_in);
@@ -422,7 +422,7 @@ impl Session<'_> {
         match &conversation {
             Conversation::Stream(s) => {
                 if let Some((a, b)) = chat.messages.parties(s).await {
-                    if a != self.user && b != self.user {
+                    if *a != *self.user && *b != *self.user {
                         return Err(ChatError::Forbidden("not a party to this conversation"));
                     }
                 }
@@ -542,8 +542,8 @@ fn conversation_of(frame: &Map<String, Value>) -> Result<Conversation, ChatError
         string_field(frame, "stream_id")?,
         string_field(frame, "group_id")?,
     ) {
-        (Some(s), None) if !s.is_empty() => Ok(Conversation::Stream(s.to_string())),
-        (None, Some(g)) if !g.is_empty() => Ok(Conversation::Group(g.to_string())),
+        (Some(s), None) if !s.is_empty() => Ok(Conversation::Stream(s.into())),
+        (None, Some(g)) if !g.is_empty() => Ok(Conversation::Group(g.into())),
         _ => Err(ChatError::InvalidMessage(
             "give exactly one of stream_id and group_id",
         )),

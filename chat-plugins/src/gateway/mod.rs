@@ -61,7 +61,7 @@ impl Outgoing {
     /// `None` for a message that names no conversation (not one the write path makes).
     pub fn new(m: &StoredMessage) -> Option<Outgoing> {
         Some(Outgoing {
-            msg_id: Arc::from(m.msg_id.as_str()),
+            msg_id: m.msg_id.clone(),
             conversation: m.conversation()?,
             sequence_number: m.sequence_number,
             timestamp: m.timestamp,
@@ -396,8 +396,8 @@ impl Gateway {
     /// its group's members.
     fn audience(&self, m: &StoredMessage) -> Vec<Arc<Conn>> {
         match (&m.receiver_id, &m.group_id) {
-            (Some(r), _) if *r == m.sender_id => self.connections_of([r.as_str()].into_iter()),
-            (Some(r), _) => self.connections_of([m.sender_id.as_str(), r.as_str()].into_iter()),
+            (Some(r), _) if *r == m.sender_id => self.connections_of([r.as_ref()].into_iter()),
+            (Some(r), _) => self.connections_of([m.sender_id.as_ref(), r.as_ref()].into_iter()),
             (None, Some(g)) => {
                 let members = self.group_members(g);
                 self.connections_of(members.iter().map(String::as_str))
