@@ -566,6 +566,28 @@ mod tests {
 
     /// The one-pass reading of change events gives what the tree reading gives, and is
     /// the one used for them.
+    /// Field texts: strings as they are (borrowed from the event when they have no
+    /// escapes, so the mapping copies each once, into the message), numbers and booleans
+    /// written out, anything else none.
+    #[test]
+    fn field_texts_borrow_plain_strings_and_write_out_numbers_and_booleans() {
+        let event = br#"{"op":"c","after":{"s":"plain","e":"a\"b","n":12,"f":2.5,"t":true,"z":null,"o":{}}}"#;
+        let Some(Ok(Change::Insert { row, .. })) = change_event(event) else {
+            panic!("a one-pass insert");
+        };
+        assert!(matches!(row.text("s"), Some(Cow::Borrowed("plain"))));
+        assert_eq!(row.text("e").as_deref(), Some("a\"b"));
+        assert_eq!(row.text("n").as_deref(), Some("12"));
+        assert_eq!(row.text("f").as_deref(), Some("2.5"));
+        assert_eq!(row.text("t").as_deref(), Some("true"));
+        assert_eq!(row.text("z"), None);
+        assert_eq!(row.text("o"), None);
+        assert_eq!(row.text("missing"), None);
+        let tree = row.to_map();
+        assert!(matches!(tree.text("s"), Some(Cow::Borrowed("plain"))));
+        assert_eq!(tree.text("t").as_deref(), Some("true"));
+    }
+
     #[test]
     fn change_events_read_in_one_pass_as_from_the_tree() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/debezium");
