@@ -580,6 +580,7 @@ fn stored(
         Recipient::User(r) => (
             Some(r.clone()),
             None,
+            // A user's conversation is always a stream; its id is shared, not copied.
             match conversation {
                 Conversation::Stream(s) => Some(s.clone()),
                 Conversation::Group(_) => Some(conversation.key().into()),
