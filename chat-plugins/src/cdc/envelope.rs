@@ -132,8 +132,9 @@ impl<'de> Deserialize<'de> for Field<'de> {
 
 /// What the mapping reads of a row.
 pub trait Fields {
-    /// A field as text: strings as they are, numbers and booleans written out; `None`
-    /// when the field is missing, null, an object or an array.
+    /// A field as text: strings as they are (borrowed from the row when it holds them
+    /// unescaped), numbers and booleans written out; `None` when the field is missing,
+    /// null, an object or an array.
     fn text(&self, name: &str) -> Option<Cow<'_, str>>;
     /// A field's value.
     fn value(&self, name: &str) -> Option<Value>;
