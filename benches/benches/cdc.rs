@@ -9,11 +9,23 @@
 //!   event also makes a chat notification and a durable dedup-store entry; events/s until
 //!   the last notification is in the log.
 //!
+//! These two rows produce while the plugins work, so the producer (librdkafka, about as
+//! much CPU per event as in the reference) shares the machine's cores with the server.
+//! The third row measures the forwarder alone:
+//!
+//! * drained backlog: the offline events are produced to a topic no plugin reads, the
+//!   server is stopped and a second one started on the same data directory with that
+//!   topic mapped, and it works through the backlog (CDC, message, chat notification and
+//!   dedup entry per event, as in the row before) with no client producing. Events/s from
+//!   the moment a tenth of the notifications are in the log until all are, by their
+//!   timestamps (the start-up before is not the forwarder's throughput); the server's CPU
+//!   per event is over its whole life, start-up included.
+//!
 //! Goal: the forwarder at >= 0.5 of the raw produce rate.
 //!
 //! Run: `cargo bench -p chorus-benches --bench cdc` (`CHORUS_BENCH_QUICK=1` for fewer
 //! events, `CHORUS_BENCH_EVENTS=N` for N events, e.g. a longer run to profile,
-//! `CHORUS_BENCH_ONLY=websocket,notify` to pick rows; the reference always runs).
+//! `CHORUS_BENCH_ONLY=websocket,notify,drain` to pick rows; the reference always runs).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,8 +38,10 @@ use chorus_benches::{
 use chorus_chat::auth::Verifier;
 use futures_util::{SinkExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -38,8 +52,16 @@ const RECEIVERS: usize = 200;
 /// Partitions of every topic here (the chat topics' default).
 const PARTITIONS: i32 = 8;
 
-/// A phase's wall time and the (server, bench) CPU times before and after it.
-type Phase = (Duration, (Duration, Duration), (Duration, Duration));
+/// What a row measured: the events it counts, their wall time, and the (server, bench)
+/// CPU times before and after.
+struct Phase {
+    events: usize,
+    wall: Duration,
+    /// The events the CPU times are spread over.
+    cpu_events: usize,
+    cpu0: (Duration, Duration),
+    cpu1: (Duration, Duration),
+}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -113,6 +135,28 @@ async fn create_topics(bootstrap: &str, topics: &[&str]) {
         .expect("create topics");
 }
 
+/// Returns once the `notifications` topic holds `n` records (10 minutes at most).
+async fn await_notifications(watcher: &BaseConsumer, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let got = records_in(watcher, "notifications");
+        if got >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {got} of {n} notifications");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A client for the partitions' watermarks.
+fn watcher(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-watcher")
+        .create()
+        .expect("consumer")
+}
+
 /// Records in `topic` (sum of the partitions' high watermarks).
 fn records_in(consumer: &BaseConsumer, topic: &str) -> i64 {
     (0..PARTITIONS)
@@ -161,11 +205,7 @@ fields = { msg_id = "id", sender_id = "sender_id", receiver_id = "receiver_id", 
     ]);
     create_topics(&chorus.bootstrap, &["bench.raw"]).await;
     let p = producer(&chorus.bootstrap);
-    let watcher: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &chorus.bootstrap)
-        .set("group.id", "bench-watcher")
-        .create()
-        .expect("consumer");
+    let watcher = watcher(&chorus.bootstrap);
 
     let online: Vec<(String, String)> = (0..events_n)
         .map(|i| (i.to_string(), event(i, &format!("user{}", i % RECEIVERS))))
@@ -183,7 +223,14 @@ fields = { msg_id = "id", sender_id = "sender_id", receiver_id = "receiver_id", 
     let cpu0 = cpu();
     let start = Instant::now();
     produce_all(&p, "bench.raw", &online).await;
-    let raw = (start.elapsed(), cpu0, cpu());
+    let raw = Phase {
+        events: events_n,
+        wall: start.elapsed(),
+        cpu_events: events_n,
+        cpu0,
+        cpu1: cpu(),
+    };
+    let raw_rate = raw.events as f64 / raw.wall.as_secs_f64();
 
     let mut rows = vec![("raw produce, acks=all (reference)", raw)];
     if wanted("websocket") {
@@ -195,41 +242,43 @@ fields = { msg_id = "id", sender_id = "sender_id", receiver_id = "receiver_id", 
         let cpu0 = cpu();
         let start = Instant::now();
         produce_all(&p, "pg.public.offline", &offline).await;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let got = records_in(&watcher, "notifications") - before;
-            if got >= events_n as i64 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {got} of {events_n} notifications"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        await_notifications(&watcher, before + events_n as i64).await;
         rows.push((
             "CDC -> message + chat notification + dedup entry",
-            (start.elapsed(), cpu0, cpu()),
+            Phase {
+                events: events_n,
+                wall: start.elapsed(),
+                cpu_events: events_n,
+                cpu0,
+                cpu1: cpu(),
+            },
         ));
     }
+    drop(watcher);
+    drop(p);
+    drop(chorus);
+    if wanted("drain") {
+        let phase = drain(&offline).await;
+        rows.push(("forwarder alone: drained backlog (as above)", phase));
+    }
 
-    let rate = |d: Duration| events_n as f64 / d.as_secs_f64();
     // CPU per event of the server and of this process (the producer, the WebSocket
     // clients and the polling), from the same phase.
-    let per_event = |a: Duration, b: Duration| {
+    let per_event = |events: usize, a: Duration, b: Duration| {
         format!(
             "{:.1}",
-            b.saturating_sub(a).as_secs_f64() * 1e6 / events_n as f64
+            b.saturating_sub(a).as_secs_f64() * 1e6 / events as f64
         )
     };
-    let row = |name: &str, (d, (server0, me0), (server1, me1)): Phase| {
+    let row = |name: &str, phase: Phase| {
+        let rate = phase.events as f64 / phase.wall.as_secs_f64();
         vec![
             name.to_string(),
-            events_n.to_string(),
-            format!("{:.0}", rate(d)),
-            format!("{:.2}", rate(d) / rate(raw.0)),
-            per_event(server0, server1),
-            per_event(me0, me1),
+            phase.events.to_string(),
+            format!("{rate:.0}"),
+            format!("{:.2}", rate / raw_rate),
+            per_event(phase.cpu_events, phase.cpu0.0, phase.cpu1.0),
+            per_event(phase.cpu_events, phase.cpu0.1, phase.cpu1.1),
         ]
     };
     print_table(
@@ -294,5 +343,110 @@ async fn websocket(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    (start.elapsed(), cpu0, cpu())
+    Phase {
+        events: events.len(),
+        wall: start.elapsed(),
+        cpu_events: events.len(),
+        cpu0,
+        cpu1: cpu(),
+    }
+}
+
+/// The drained-backlog row (see the top of the file). The events go to a server of their
+/// own, which is then stopped; the one started after it on the same data directory maps
+/// their topic and finds them all waiting.
+async fn drain(events: &[(String, String)]) -> Phase {
+    const TOPIC: &str = "pg.public.backlog";
+    let dir = tempfile::tempdir().expect("data dir");
+    let configs = tempfile::tempdir().expect("config dir");
+    let unmapped = configs.path().join("unmapped.toml");
+    let mapped = configs.path().join("mapped.toml");
+    std::fs::write(&unmapped, "").expect("write config");
+    std::fs::write(
+        &mapped,
+        format!(
+            r#"
+[[chat.cdc]]
+topic = "{TOPIC}"
+kind = "chat_message"
+fields = {{ msg_id = "id", sender_id = "sender_id", receiver_id = "receiver_id", group_id = "group_id", content = "content" }}
+"#
+        ),
+    )
+    .expect("write config");
+    let args = |config: &std::path::Path| {
+        let config = config.to_str().expect("utf-8 path").to_string();
+        [
+            "--jwt-secret",
+            SECRET,
+            "--config",
+            &config,
+            "--group-initial-rebalance-delay-ms",
+            "0",
+        ]
+        .map(str::to_string)
+    };
+    let start = |config: &std::path::Path| {
+        let args = args(config);
+        Chorus::start_in(dir.path(), &args.each_ref().map(String::as_str))
+    };
+
+    let filler = start(&unmapped);
+    create_topics(&filler.bootstrap, &[TOPIC]).await;
+    let p = producer(&filler.bootstrap);
+    produce_all(&p, TOPIC, events).await;
+    drop(p);
+    filler.stop();
+    let bench_cpu0 = process_cpu_time(std::process::id());
+
+    let chorus = start(&mapped);
+    let watcher = watcher(&chorus.bootstrap);
+    let total = events.len();
+    await_notifications(&watcher, total as i64).await;
+    // CPU over the server's whole life, start-up included.
+    let cpu1 = (chorus.cpu_time(), process_cpu_time(std::process::id()));
+    // The span by the server's own clock (the notifications' timestamps): polling from
+    // here would see the first of them late, after librdkafka's start-up.
+    let stamps = notification_times(&chorus.bootstrap, total);
+    let from = stamps[total / 10];
+    let to = stamps[total - 1];
+    Phase {
+        events: total - total / 10,
+        wall: Duration::from_millis((to - from).max(1) as u64),
+        cpu_events: total,
+        cpu0: (Duration::ZERO, bench_cpu0),
+        cpu1,
+    }
+}
+
+/// The timestamps of the first `n` notifications (the time each was written), sorted.
+fn notification_times(bootstrap: &str, n: usize) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-timestamps")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        partitions
+            .add_partition_offset("notifications", p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&partitions).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut stamps = Vec::with_capacity(n);
+    while stamps.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {n} notifications",
+            stamps.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.expect("consume notifications");
+            stamps.push(m.timestamp().to_millis().expect("timestamped"));
+        }
+    }
+    stamps.sort_unstable();
+    stamps
 }

@@ -114,14 +114,15 @@ pub fn page_cache_write(dir: &std::path::Path, name: &str, bytes: u64) -> f64 {
     mb_per_s(written, start.elapsed())
 }
 
-/// A `chorus serve` child process with its own data directory.
+/// A `chorus serve` child process, with a data directory of its own (removed with it) or
+/// one it was given.
 #[derive(Debug)]
 pub struct Chorus {
     child: Child,
     pub bootstrap: String,
     /// The HTTP listener (admin endpoints, chat API, WebSocket gateway).
     pub http: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Chorus {
@@ -134,11 +135,20 @@ impl Chorus {
     /// process can take one in between; a server that exits at start-up is started again
     /// on new ports.
     pub fn start_with(extra: &[&str]) -> Chorus {
+        let dir = tempfile::tempdir().expect("data dir");
+        let mut chorus = Self::start_in(dir.path(), extra);
+        chorus._dir = Some(dir);
+        chorus
+    }
+
+    /// [`Chorus::start_with`] on the data directory `dir`, which outlives the server (a
+    /// later server can start on what this one wrote; see [`Chorus::stop`]).
+    pub fn start_in(dir: &std::path::Path, extra: &[&str]) -> Chorus {
         let bin = chorus_binary();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match Self::try_start(&bin, extra) {
+            match Self::try_start(&bin, dir, extra) {
                 Some(chorus) => return chorus,
                 None if attempts < 3 => eprintln!("chorus exited at start-up; retrying"),
                 None => panic!("chorus exited at start-up {attempts} times"),
@@ -146,16 +156,30 @@ impl Chorus {
         }
     }
 
+    /// Stops the server as an operator would (SIGTERM, so it closes its logs cleanly) and
+    /// waits up to 30 s for it to exit before killing it.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) with a pid this process spawned and has not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("chorus did not exit within 30 s of SIGTERM; killing it");
+    }
+
     /// One start; `None` when the server exited before it listened.
-    fn try_start(bin: &std::path::Path, extra: &[&str]) -> Option<Chorus> {
-        let dir = tempfile::tempdir().expect("data dir");
+    fn try_start(bin: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> Option<Chorus> {
         let port = free_port();
         let http = free_port();
         let bootstrap = format!("127.0.0.1:{port}");
         let http_addr = format!("127.0.0.1:{http}");
         let mut child = Command::new(bin)
             .args(["serve", "--data-dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(["--listen", &bootstrap])
             .args(["--http-listen", &http_addr])
             .args(extra)
@@ -186,7 +210,7 @@ impl Chorus {
             child,
             bootstrap,
             http: http_addr,
-            _dir: dir,
+            _dir: None,
         })
     }
 
