@@ -30,10 +30,8 @@
 //! one durable append. [`MessageStore::send_all`] queues several drafts of a conversation
 //! as one group, which is appended whole: all of them are written or none.
 
-use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +39,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use crate::client_ids::{ClientIds, Sent};
 use crate::error::{ChatError, Result};
 use crate::event::{StoredMessage, TYPE_HEADER};
 use crate::group_commit::GroupQueue;
@@ -125,55 +124,6 @@ struct Placed {
     offset: i64,
 }
 
-/// A remembered message, for answering a retry of its msg_id.
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    sequence_number: u64,
-    offset: i64,
-    timestamp: i64,
-}
-
-/// (sender, msg_id).
-type ClientId = (Arc<str>, Arc<str>);
-
-/// A client id's two parts, however held: the remembered ids are looked up with borrowed
-/// parts, without building a key. Hashes and compares as a [`ClientId`] does.
-trait ClientKey {
-    fn parts(&self) -> (&str, &str);
-}
-
-impl ClientKey for ClientId {
-    fn parts(&self) -> (&str, &str) {
-        (&self.0, &self.1)
-    }
-}
-
-impl ClientKey for (&str, &str) {
-    fn parts(&self) -> (&str, &str) {
-        *self
-    }
-}
-
-impl Hash for dyn ClientKey + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl PartialEq for dyn ClientKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn ClientKey + '_ {}
-
-impl<'a> Borrow<dyn ClientKey + 'a> for Arc<ClientId> {
-    fn borrow(&self) -> &(dyn ClientKey + 'a) {
-        self.as_ref()
-    }
-}
-
 /// Most recently taken-in records a shard keeps, and most bytes of their content.
 const RECENT_RECORDS: usize = 4096;
 const RECENT_BYTES: usize = 4 << 20;
@@ -184,14 +134,7 @@ struct Shard {
     /// Every record below this offset has been taken in.
     applied_end: i64,
     /// Recent messages by client id, so a retry gets the original back.
-    by_client_id: HashMap<Arc<ClientId>, Sent>,
-    /// Those client ids in the order they were taken in, with their messages' timestamps,
-    /// to forget the oldest first (shared with the map's keys rather than copied). An id
-    /// is in the map exactly while its entry here is: it is added to both at once, and
-    /// removed from the map only when its entry here goes.
-    remembered: VecDeque<(Arc<ClientId>, i64)>,
-    /// The newest message timestamp taken in (the log's clock for forgetting).
-    newest: i64,
+    client_ids: ClientIds,
     /// Where each message of a conversation sits; the last one's number is the
     /// conversation's last sequence number.
     placed: HashMap<Conversation, Vec<Placed>>,
@@ -223,8 +166,9 @@ impl Shard {
                 return taken;
             }
             let mut m = message?;
-            let id = (m.sender_id.as_ref(), m.msg_id.as_ref());
-            let sent = self.sent(&id).filter(|s| s.offset == offset)?;
+            let sent = self
+                .sent(&m.sender_id, &m.msg_id)
+                .filter(|s| s.offset == offset)?;
             Arc::make_mut(&mut m).sequence_number = sent.sequence_number;
             return Some(m);
         }
@@ -241,14 +185,10 @@ impl Shard {
         message: Option<Arc<StoredMessage>>,
     ) -> Option<Arc<StoredMessage>> {
         let mut m = message?;
-        if self
-            .sent(&(m.sender_id.as_ref(), m.msg_id.as_ref()))
-            .is_some()
-        {
+        if self.sent(&m.sender_id, &m.msg_id).is_some() {
             return None;
         }
         let conversation = m.conversation()?;
-        let client_id = (m.sender_id.clone(), m.msg_id.clone());
         let placed = self.placed.entry(conversation).or_default();
         let number = placed.last().map_or(0, |p| p.sequence_number) + 1;
         if m.sequence_number != number {
@@ -265,7 +205,15 @@ impl Shard {
                     .insert(s.clone(), (m.sender_id.clone(), r.clone()));
             }
         }
-        self.remember(client_id, m.sequence_number, offset, m.timestamp);
+        self.client_ids.insert(
+            &m.sender_id,
+            &m.msg_id,
+            Sent {
+                sequence_number: m.sequence_number,
+                offset,
+                timestamp: m.timestamp,
+            },
+        );
         Some(m)
     }
 
@@ -297,38 +245,14 @@ impl Shard {
         }
     }
 
-    /// Remembers a message's client id, forgetting those that fell out of the window.
-    fn remember(&mut self, client_id: ClientId, sequence_number: u64, offset: i64, timestamp: i64) {
-        self.newest = self.newest.max(timestamp);
-        let client_id = Arc::new(client_id);
-        self.by_client_id.insert(
-            client_id.clone(),
-            Sent {
-                sequence_number,
-                offset,
-                timestamp,
-            },
-        );
-        self.remembered.push_back((client_id, timestamp));
-        while let Some((_, oldest)) = self.remembered.front() {
-            let expired = *oldest < self.newest - MSG_ID_WINDOW_MS;
-            if !expired && self.remembered.len() <= MSG_ID_MEMORY {
-                break;
-            }
-            if let Some((gone, _)) = self.remembered.pop_front() {
-                self.by_client_id.remove(gone.as_ref());
-            }
-        }
-    }
-
-    /// The remembered message with `client_id`.
-    fn sent(&self, client_id: &dyn ClientKey) -> Option<Sent> {
-        self.by_client_id.get(client_id).copied()
+    /// The remembered message of `sender`'s `msg_id`.
+    fn sent(&self, sender: &str, msg_id: &str) -> Option<Sent> {
+        self.client_ids.get(sender, msg_id)
     }
 
     /// The receipt of the remembered message with `client_id` in `conversation`.
     fn receipt(&self, client_id: (&str, &str), conversation: &Conversation) -> Option<Receipt> {
-        self.sent(&client_id).map(|s| Receipt {
+        self.sent(client_id.0, client_id.1).map(|s| Receipt {
             msg_id: client_id.1.into(),
             conversation: conversation.clone(),
             sequence_number: s.sequence_number,
@@ -533,7 +457,7 @@ impl Inner {
                         // Taken in as a new message: numbered there.
                         Some(Some(m)) => (m.sequence_number, m.timestamp, false),
                         _ => {
-                            match shard.sent(&(ours.sender_id.as_ref(), ours.msg_id.as_ref())) {
+                            match shard.sent(&ours.sender_id, &ours.msg_id) {
                                 Some(s) => (s.sequence_number, s.timestamp, s.offset != *offset),
                                 // Only if the window forgot it already: what we wrote.
                                 None => (ours.sequence_number, ours.timestamp, false),
@@ -880,9 +804,7 @@ mod tests {
         assert!(shard
             .follow(3, Some(message("alice", "m2", later)))
             .is_some());
-        assert!(!shard
-            .by_client_id
-            .contains_key(&("alice".into(), "m1".into())));
+        assert!(shard.sent("alice", "m1").is_none());
         let again = shard.follow(4, Some(message("alice", "m1", later)));
         assert_eq!(again.map(|m| m.sequence_number), Some(3));
         // A record taken in before is looked up with its derived number.
@@ -931,13 +853,8 @@ mod tests {
         for i in 0..MSG_ID_MEMORY as i64 + 10 {
             shard.follow(i, Some(message("alice", &i.to_string(), 1_000)));
         }
-        assert_eq!(shard.by_client_id.len(), MSG_ID_MEMORY);
-        assert_eq!(shard.remembered.len(), MSG_ID_MEMORY);
-        assert!(!shard
-            .by_client_id
-            .contains_key(&("alice".into(), "9".into())));
-        assert!(shard
-            .by_client_id
-            .contains_key(&("alice".into(), "10".into())));
+        assert_eq!(shard.client_ids.len(), MSG_ID_MEMORY);
+        assert!(shard.sent("alice", "9").is_none());
+        assert!(shard.sent("alice", "10").is_some());
     }
 }
