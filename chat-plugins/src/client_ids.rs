@@ -66,18 +66,19 @@ pub struct ClientIds {
     newest: i64,
 }
 
-impl ClientIds {
-    fn hash(&self, sender: &[u8], msg_id: &[u8]) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write(sender);
-        h.write_u8(SEPARATOR);
-        h.write(msg_id);
-        h.finish()
-    }
+/// The hash of a pair, the same whether its texts come from a lookup or a stored key.
+fn hash(hasher: &ahash::RandomState, sender: &[u8], msg_id: &[u8]) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write(sender);
+    h.write_u8(SEPARATOR);
+    h.write(msg_id);
+    h.finish()
+}
 
+impl ClientIds {
     /// The remembered message of `sender`'s `msg_id`.
     pub fn get(&self, sender: &str, msg_id: &str) -> Option<Sent> {
-        let hash = self.hash(sender.as_bytes(), msg_id.as_bytes());
+        let hash = hash(&self.hasher, sender.as_bytes(), msg_id.as_bytes());
         self.table
             .find(hash, |r| r.is(sender, msg_id))
             .map(|r| r.sent)
@@ -86,27 +87,22 @@ impl ClientIds {
     /// Remembers `sender`'s `msg_id` (not remembered yet: the caller asked [`Self::get`]
     /// first), then forgets the ids that fell out of the window or beyond the memory.
     pub fn insert(&mut self, sender: &str, msg_id: &str, sent: Sent) {
-        let hash = self.hash(sender.as_bytes(), msg_id.as_bytes());
+        let hash = hash(&self.hasher, sender.as_bytes(), msg_id.as_bytes());
         let mut key = Vec::with_capacity(sender.len() + 1 + msg_id.len());
         key.extend_from_slice(sender.as_bytes());
         key.push(SEPARATOR);
         key.extend_from_slice(msg_id.as_bytes());
         let hasher = &self.hasher;
-        let rehash = |r: &Remembered| {
-            let (s, m) = r.parts();
-            let mut h = hasher.build_hasher();
-            h.write(s);
-            h.write_u8(SEPARATOR);
-            h.write(m);
-            h.finish()
-        };
         self.table.insert_unique(
             hash,
             Remembered {
                 key: key.into_boxed_slice(),
                 sent,
             },
-            rehash,
+            |r| {
+                let (s, m) = r.parts();
+                self::hash(hasher, s, m)
+            },
         );
         self.order.push_back((hash, sent.offset, sent.timestamp));
         self.newest = self.newest.max(sent.timestamp);
