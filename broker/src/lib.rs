@@ -12,6 +12,9 @@
 //! `chorus gateway`, started by `gateway_server`), and `cli` holds the operator commands
 //! (a Kafka client of their own).
 //!
+//! The crate sets the process's global allocator (below), so that this crate's tests run with
+//! the allocator the `chorus` binary ships with.
+//!
 //! This crate depends on `chorus-storage`, `chorus-coordinator` and `chorus-chat`; none of
 //! them may depend on it.
 
@@ -33,3 +36,22 @@ pub mod server;
 
 pub use config::BrokerConfig;
 pub use server::Server;
+
+/// mimalloc, for two reasons.
+///
+/// - glibc's allocator spent a third of the chat plugins' CPU time in its free lists
+///   (`malloc_consolidate`, `unlink_chunk`) under many small, short-lived allocations across
+///   threads; mimalloc's thread-local free lists do not. Built with `no_thp`: with transparent
+///   huge pages every fresh 2 MiB of heap was zeroed by the kernel at its first touch, which
+///   took a third of the CPU in the CDC benchmark.
+/// - A request must not be able to abort the process. `kafka-protocol` (0.18) sizes an
+///   array's vector from the count on the wire before it decodes one element, so a dozen
+///   bytes can ask for hundreds of GB. glibc maps such a block with commit accounting, the
+///   kernel's overcommit heuristic refuses anything above RAM plus swap, and Rust aborts on a
+///   failed allocation. mimalloc maps large blocks with `MAP_NORESERVE` (when
+///   `vm.overcommit_memory` is 0 or 1), so the block costs address space only; the decode
+///   then fails on the missing bytes and the connection is closed
+///   (`bad_input::absurd_array_counts_close_the_connection_and_nothing_else`). Under strict
+///   accounting (`vm.overcommit_memory = 2`) such a request still aborts the process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

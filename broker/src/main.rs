@@ -7,14 +7,6 @@ use chorus_broker::config::{BrokerConfig, ServeArgs};
 use chorus_broker::gateway_server::{GatewayArgs, GatewayConfig, GatewayServer};
 use chorus_broker::Server;
 
-/// glibc's allocator spent a third of the chat plugins' CPU time in its free lists
-/// (`malloc_consolidate`, `unlink_chunk`) under many small, short-lived allocations
-/// across threads; mimalloc's thread-local free lists do not. Built with `no_thp`: with
-/// transparent huge pages every fresh 2 MiB of heap was zeroed by the kernel at its
-/// first touch, which took a third of the CPU in the CDC benchmark.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Chorus: a Kafka-compatible broker with a chat fabric built in.
 #[derive(Debug, Parser)]
 #[command(name = "chorus", version, about)]

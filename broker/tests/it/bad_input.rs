@@ -75,6 +75,69 @@ async fn undecodable_frames_close_the_connection_and_nothing_else() {
     broker.stop().await;
 }
 
+/// A request frame with a hand-made body: header v1 (`flexible` false) or v2.
+fn raw_request(api: ApiKey, version: i16, flexible: bool, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(api as i16).to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    if flexible {
+        frame.push(0); // no tagged fields
+    }
+    frame.extend_from_slice(body);
+    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&frame);
+    out
+}
+
+/// The protocol crate sizes an array's vector from the count on the wire before it decodes a
+/// single element, so a few bytes claiming billions of elements ask for hundreds of GB at once.
+/// Under glibc's allocator that allocation fails and the whole process aborts (this test did,
+/// before the crate set its allocator for its tests too); see the allocator in `lib.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_array_counts_close_the_connection_and_nothing_else() {
+    let broker = TestBroker::start().await;
+    let addr = broker.bootstrap();
+    let mut healthy = Wire::connect(&addr).await;
+
+    // Metadata v1: a topics array of i32::MAX entries, and no entries.
+    let frame = raw_request(ApiKey::Metadata, 1, false, &i32::MAX.to_be_bytes());
+    assert_closed(&addr, &frame).await;
+    // Produce v3: a null transactional id, acks, timeout, then i32::MAX topics.
+    let mut body = (-1i16).to_be_bytes().to_vec();
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&1000i32.to_be_bytes());
+    body.extend_from_slice(&i32::MAX.to_be_bytes());
+    body.extend_from_slice(&[0, 3, b'a', b'b', b'c']);
+    assert_closed(&addr, &raw_request(ApiKey::Produce, 3, false, &body)).await;
+    // CreateTopics v5 (flexible): a compact array whose varint count is u32::MAX.
+    let frame = raw_request(
+        ApiKey::CreateTopics,
+        5,
+        true,
+        &[0xff, 0xff, 0xff, 0xff, 0x0f, 4, b'a', b'b', b'c'],
+    );
+    assert_closed(&addr, &frame).await;
+    // Fetch v4: i32::MAX partitions inside the one topic.
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+    body.extend_from_slice(&100i32.to_be_bytes()); // max wait
+    body.extend_from_slice(&1i32.to_be_bytes()); // min bytes
+    body.extend_from_slice(&(1i32 << 20).to_be_bytes()); // max bytes
+    body.push(0); // isolation level
+    body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    body.extend_from_slice(&[0, 3, b'a', b'b', b'c']);
+    body.extend_from_slice(&i32::MAX.to_be_bytes());
+    assert_closed(&addr, &raw_request(ApiKey::Fetch, 4, false, &body)).await;
+
+    let resp: MetadataResponse = healthy
+        .call(ApiKey::Metadata, 12, &MetadataRequest::default())
+        .await;
+    assert_eq!(resp.brokers.len(), 1);
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_frame_is_dropped_when_the_client_goes_away() {
     let broker = TestBroker::start().await;
