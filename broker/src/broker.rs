@@ -34,6 +34,7 @@ impl Broker {
             defaults: config.topic_defaults.clone(),
             background: Some(BackgroundIntervals::default()),
             io: config.io.clone(),
+            max_partitions: config.max_partitions,
             ..ManagerOptions::new(&config.data_dir)
         })?;
         let cluster_id = load_cluster_id(&config.data_dir)?;

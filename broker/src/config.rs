@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "CHORUS_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most partitions over all topics; creations beyond it are refused [default: a sixth
+    /// of the open-file limit].
+    #[arg(long, env = "CHORUS_MAX_PARTITIONS")]
+    pub max_partitions: Option<u32>,
     /// Close connections idle this long, in milliseconds [default: 600000].
     #[arg(long, env = "CHORUS_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
@@ -100,6 +104,7 @@ pub struct FileConfig {
     pub node_id: Option<i32>,
     pub max_request_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_partitions: Option<u32>,
     pub idle_timeout_ms: Option<u64>,
     pub auto_create_topics: Option<bool>,
     pub num_partitions: Option<u32>,
@@ -145,6 +150,8 @@ pub struct BrokerConfig {
     pub node_id: i32,
     pub max_request_bytes: usize,
     pub max_connections: usize,
+    /// Most partitions over all topics (see `ManagerOptions::max_partitions`).
+    pub max_partitions: u32,
     pub idle_timeout: Duration,
     pub auto_create_topics: bool,
     pub num_partitions: u32,
@@ -304,6 +311,10 @@ impl BrokerConfig {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(10_000),
+            max_partitions: args
+                .max_partitions
+                .or(file.max_partitions)
+                .unwrap_or_else(default_max_partitions),
             idle_timeout: Duration::from_millis(
                 args.idle_timeout_ms
                     .or(file.idle_timeout_ms)
@@ -352,6 +363,24 @@ impl BrokerConfig {
             ..BrokerConfig::default()
         }
     }
+}
+
+/// A partition holds three open files per segment (log, offset index, time index). By
+/// default partitions' first segments may take half of the process's open-file limit; the
+/// rest is for later segments, connections and everything else.
+fn default_max_partitions() -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let files = if known && limit.rlim_cur != libc::RLIM_INFINITY {
+        limit.rlim_cur
+    } else {
+        1 << 20
+    };
+    (files / 6).min(u32::MAX as u64) as u32
 }
 
 fn group_config(args: &ServeArgs, file: &FileConfig) -> Result<GroupConfig, ConfigError> {

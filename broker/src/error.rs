@@ -148,6 +148,8 @@ fn log_error(e: &LogError) -> ResponseError {
             ResponseError::UnknownTopicOrPartition
         }
         LogError::InvalidPartitionCount { .. } => ResponseError::InvalidPartitions,
+        // What Kafka answers a creation over its own partition limit (10,000 per request).
+        LogError::PartitionLimit { .. } => ResponseError::PolicyViolation,
         // Retriable: the client tries again once the broker is back.
         LogError::ShutDown => ResponseError::NotLeaderOrFollower,
     }

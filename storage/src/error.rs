@@ -81,6 +81,14 @@ pub enum LogError {
         current: u32,
     },
 
+    #[error("topic {topic:?} would add {adding} partitions to the {held} held, over the limit of {max} (max_partitions)")]
+    PartitionLimit {
+        topic: String,
+        adding: u32,
+        held: u32,
+        max: u32,
+    },
+
     /// The partition could not be opened (see the logged cause); it is offline until restart.
     #[error("partition {partition} of topic {topic:?} is offline: {reason}")]
     PartitionOffline {

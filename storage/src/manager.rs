@@ -89,6 +89,11 @@ pub struct ManagerOptions {
     pub clock: Arc<dyn Clock>,
     /// `None` runs no background threads (tests call [`LogManager::run_maintenance`]).
     pub background: Option<BackgroundIntervals>,
+    /// Most partitions, over all topics, that new topics and new partitions may bring the
+    /// manager to. Each partition holds three open files per segment, so without a bound one
+    /// request could spend the process's open-file limit, after which nothing (a connection,
+    /// a segment roll) can open a file. Partitions already stored are always opened.
+    pub max_partitions: u32,
 }
 
 impl ManagerOptions {
@@ -99,6 +104,7 @@ impl ManagerOptions {
             io: Io::new(),
             clock: Arc::new(SystemClock),
             background: Some(BackgroundIntervals::default()),
+            max_partitions: u32::MAX,
         }
     }
 }
@@ -121,6 +127,7 @@ struct Inner {
     defaults: RwLock<BTreeMap<String, String>>,
     io: Io,
     clock: Arc<dyn Clock>,
+    max_partitions: u32,
     state: RwLock<State>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
@@ -151,6 +158,7 @@ impl LogManager {
             io,
             clock,
             background,
+            max_partitions,
         } = options;
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(IoOp::Create, &dir, e))?;
         let meta = MetadataStore::load(&dir, io.clone())?;
@@ -173,6 +181,7 @@ impl LogManager {
             defaults: RwLock::new(defaults),
             io,
             clock,
+            max_partitions,
             state: RwLock::new(State { meta, logs }),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -230,12 +239,29 @@ impl LogManager {
             });
         }
         let config = LogConfig::from_layers(&self.defaults(), configs)?;
-        if self.topic(name).is_some() {
+        let st = self.inner.state.read().expect("state lock");
+        if st.meta.get(name).is_some() {
             return Err(LogError::TopicExists {
                 name: name.to_string(),
             });
         }
+        self.check_partition_budget(&st, name, partitions)?;
         Ok(config)
+    }
+
+    /// Refuses `adding` more partitions when they would pass `max_partitions`.
+    fn check_partition_budget(&self, st: &State, topic: &str, adding: u32) -> Result<()> {
+        let held = st.logs.len() as u64;
+        let max = self.inner.max_partitions;
+        if held + adding as u64 > max as u64 {
+            return Err(LogError::PartitionLimit {
+                topic: topic.to_string(),
+                adding,
+                held: held as u32,
+                max,
+            });
+        }
+        Ok(())
     }
 
     pub fn create_topic(
@@ -251,6 +277,8 @@ impl LogManager {
                 name: name.to_string(),
             });
         }
+        // Again under the write lock: another creation may have come between.
+        self.check_partition_budget(&st, name, partitions)?;
         let topic = TopicMeta {
             name: name.to_string(),
             id: Uuid::new_v4(),
@@ -330,6 +358,7 @@ impl LogManager {
                 current: topic.partitions,
             });
         }
+        self.check_partition_budget(&st, name, total - topic.partitions)?;
         let config = LogConfig::from_layers(&self.defaults(), &topic.configs)?;
         let updated = TopicMeta {
             partitions: total,

@@ -185,6 +185,46 @@ async fn create_describe_alter_grow_and_delete_topics() {
     broker.stop().await;
 }
 
+/// Partitions hold open files; a request for thousands of them must not spend the process's
+/// open-file limit (the mutation test once did, and the broker stopped accepting connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_partitions_beyond_the_partition_budget_are_refused() {
+    // The offsets topic holds 4 of the 10.
+    let broker = TestBroker::start_with(|c| c.max_partitions = 10).await;
+    let admin = admin(&broker.bootstrap());
+    let create = |name: &'static str, partitions| {
+        let admin = &admin;
+        async move {
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+            within(30, admin.create_topics([&topic], &opts()))
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    assert!(create("fits", 4).await.is_ok());
+    assert_eq!(
+        create("too-big", 3).await.unwrap_err().1,
+        RDKafkaErrorCode::PolicyViolation
+    );
+    let grown = within(
+        30,
+        admin.create_partitions([&NewPartitions::new("fits", 7)], &opts()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        grown[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::PolicyViolation
+    );
+    let logs = &broker.server.as_ref().unwrap().broker.logs;
+    assert!(logs.topic("too-big").is_none());
+    assert_eq!(logs.topic("fits").unwrap().partitions, 4);
+    // What is left of the budget can still be used.
+    assert!(create("rest", 2).await.is_ok());
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_configs_are_described_and_read_only() {
     let broker = TestBroker::start().await;

@@ -14,5 +14,6 @@ mod fetch;
 mod group_protocol;
 mod groups;
 mod idempotence;
+mod mutated;
 mod protocol;
 mod roundtrip;

@@ -53,6 +53,56 @@ fn topics_partitions_and_configs_survive_a_restart() {
 }
 
 #[test]
+fn new_partitions_stop_at_the_budget_and_stored_ones_always_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = |max| ManagerOptions {
+        max_partitions: max,
+        ..options(dir.path())
+    };
+    {
+        let m = LogManager::open(budget(6)).unwrap();
+        m.create_topic("a", 4, BTreeMap::new()).unwrap();
+        assert!(matches!(
+            m.validate_new_topic("b", 3, &BTreeMap::new()),
+            Err(LogError::PartitionLimit {
+                adding: 3,
+                held: 4,
+                max: 6,
+                ..
+            })
+        ));
+        assert!(matches!(
+            m.create_topic("b", 3, BTreeMap::new()),
+            Err(LogError::PartitionLimit { .. })
+        ));
+        assert!(matches!(
+            m.create_partitions("a", 7),
+            Err(LogError::PartitionLimit { adding: 3, .. })
+        ));
+        // Nothing was created by the refusals; the budget's last two still can be.
+        assert!(m.topic("b").is_none());
+        assert_eq!(m.topic("a").unwrap().partitions, 4);
+        assert!(!dir.path().join("b-0").exists());
+        m.create_partitions("a", 6).unwrap();
+        m.shutdown().unwrap();
+    }
+    // A lower budget later does not hide what is stored; it only refuses more.
+    let m = LogManager::open(budget(2)).unwrap();
+    assert_eq!(m.topic("a").unwrap().partitions, 6);
+    assert!(m.log("a", 5).is_ok());
+    assert!(matches!(
+        m.create_topic("c", 1, BTreeMap::new()),
+        Err(LogError::PartitionLimit {
+            held: 6,
+            max: 2,
+            ..
+        })
+    ));
+    m.delete_topic("a").unwrap();
+    m.create_topic("c", 2, BTreeMap::new()).unwrap();
+}
+
+#[test]
 fn bad_requests_get_typed_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let m = LogManager::open(options(dir.path())).unwrap();
