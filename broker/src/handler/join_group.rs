@@ -46,7 +46,13 @@ pub async fn handle(
         None if version < 7 => Some(StrBytes::default()),
         None => None,
     };
-    match ctx.broker.groups.join(req).await {
+    // At shutdown the member is told to find its coordinator again, as Kafka does when a
+    // coordinator unloads its groups.
+    let outcome = ctx
+        .unless_shutting_down(ctx.broker.groups.join(req))
+        .await
+        .unwrap_or(Ok(Err(GroupError::CoordinatorNotAvailable)));
+    match outcome {
         Ok(Ok(r)) => JoinGroupResponse::default()
             .with_generation_id(r.generation)
             .with_protocol_type(r.protocol_type.map(str_bytes))

@@ -115,6 +115,26 @@ impl RequestContext {
             .await
             .unwrap_or_else(|_| Err(BrokerError::Internal("a storage task failed")))
     }
+
+    /// `work`, unless the broker starts shutting down first (`None`). For waits as long as
+    /// a client says (a join waits up to the members' rebalance timeouts), which must not
+    /// hold up a shutdown that finishes in-flight requests.
+    pub async fn unless_shutting_down<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let mut shutdown = self.shutdown.clone();
+        let stopping = async move {
+            if shutdown.wait_for(|stop| *stop).await.is_err() {
+                // The server is gone without a shutdown signal: nothing to wait for.
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            done = work => Some(done),
+            () = stopping => None,
+        }
+    }
 }
 
 /// Decodes the request in `frame` and runs its handler. Every API answers at once except

@@ -1,6 +1,6 @@
 //! SyncGroup: the leader hands out the assignment; every member receives its own.
 
-use chorus_coordinator::SyncRequest;
+use chorus_coordinator::{GroupError, SyncRequest};
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::{Message, VersionRange};
 
@@ -27,7 +27,12 @@ pub async fn handle(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    match ctx.broker.groups.sync(req).await {
+    // See JoinGroup: a sync waiting for its leader does not hold up a shutdown.
+    let outcome = ctx
+        .unless_shutting_down(ctx.broker.groups.sync(req))
+        .await
+        .unwrap_or(Ok(Err(GroupError::CoordinatorNotAvailable)));
+    match outcome {
         Ok(Ok(r)) => SyncGroupResponse::default()
             .with_protocol_type(r.protocol_type.map(str_bytes))
             .with_protocol_name(r.protocol.map(str_bytes))

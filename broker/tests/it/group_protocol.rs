@@ -18,7 +18,7 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use crate::common::TestBroker;
+use crate::common::{within, TestBroker};
 use crate::protocol::{create_topic, produce_request, topic};
 use crate::wire::Wire;
 
@@ -116,6 +116,44 @@ fn commit_request(
         .with_member_id(s(member))
         .with_retention_time_ms(-1)
         .with_topics(topics)
+}
+
+/// A join can wait as long as the other members' rebalance and session timeouts, which
+/// clients choose (a mutated request once asked for 24 days): shutdown must not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_waiting_for_a_rebalance_does_not_hold_up_shutdown() {
+    let (broker, _) = setup().await;
+    let mut first = Wire::connect(&broker.bootstrap()).await;
+    let leader: JoinGroupResponse = first
+        .call(
+            ApiKey::JoinGroup,
+            3,
+            &join_request("slow", "", 60_000).with_rebalance_timeout_ms(i32::MAX),
+        )
+        .await;
+    assert_eq!(leader.error_code, 0);
+    // A second member starts a rebalance the first will never rejoin.
+    let mut second = Wire::connect(&broker.bootstrap()).await;
+    let waiting = tokio::spawn(async move {
+        let r: JoinGroupResponse = second
+            .call(ApiKey::JoinGroup, 3, &join_request("slow", "", 60_000))
+            .await;
+        r
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the join should wait for the rebalance"
+    );
+    let started = std::time::Instant::now();
+    within(10, broker.stop()).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let answer = within(5, waiting).await.unwrap();
+    assert_eq!(answer.error_code, 15, "COORDINATOR_NOT_AVAILABLE");
 }
 
 async fn setup() -> (TestBroker, Wire) {
