@@ -510,6 +510,7 @@ mod tests {
             r#"
             listen = "127.0.0.1:9000"
             num_partitions = 3
+            max_partitions = 50
             advertised_listener = "kafka.example:19092"
             [topic_defaults]
             "retention.ms" = 1000
@@ -525,6 +526,7 @@ mod tests {
         let c = BrokerConfig::resolve(args, file).unwrap();
         assert_eq!(c.listen.port(), 9100);
         assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.max_partitions, 50);
         assert_eq!(c.advertised_host, "kafka.example");
         assert_eq!(c.advertised_port, 19092);
         assert_eq!(c.topic_defaults["retention.ms"], "2000");

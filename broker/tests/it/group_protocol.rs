@@ -19,16 +19,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::common::{within, TestBroker};
-use crate::protocol::{create_topic, produce_request, topic};
+use crate::protocol::{create_topic, gid, produce_request, s, topic};
 use crate::wire::Wire;
-
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
-fn gid(text: &str) -> GroupId {
-    GroupId(s(text))
-}
 
 fn join_request(group: &str, member: &str, session_ms: i32) -> JoinGroupRequest {
     JoinGroupRequest::default()

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::Encodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use crate::common::*;
-use crate::protocol::{create_topic, produce_request, record, topic};
+use crate::protocol::{create_topic, gid, produce_request, record, s, topic};
 use crate::wire::Wire;
 
 /// Panics raised outside test code since the hook was installed: the broker runs in this
@@ -53,14 +53,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
-}
-
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
-fn group(name: &str) -> GroupId {
-    GroupId(s(name))
 }
 
 /// The kept topic: written before the mutations and read back after them. No seed names it
@@ -266,7 +258,7 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
         seed(
             ApiKey::JoinGroup,
             JoinGroupRequest::default()
-                .with_group_id(group("mutation-group"))
+                .with_group_id(gid("mutation-group"))
                 .with_session_timeout_ms(6000)
                 .with_rebalance_timeout_ms(100)
                 .with_protocol_type(s("consumer"))
@@ -278,7 +270,7 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
         seed(
             ApiKey::SyncGroup,
             SyncGroupRequest::default()
-                .with_group_id(group("mutation-group"))
+                .with_group_id(gid("mutation-group"))
                 .with_generation_id(1)
                 .with_member_id(s("member-1"))
                 .with_assignments(vec![
@@ -290,20 +282,20 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
         seed(
             ApiKey::Heartbeat,
             HeartbeatRequest::default()
-                .with_group_id(group("mutation-group"))
+                .with_group_id(gid("mutation-group"))
                 .with_generation_id(1)
                 .with_member_id(s("member-1")),
         ),
         seed(
             ApiKey::LeaveGroup,
             LeaveGroupRequest::default()
-                .with_group_id(group("mutation-group"))
+                .with_group_id(gid("mutation-group"))
                 .with_member_id(s("member-1")),
         ),
         seed(
             ApiKey::LeaveGroup,
             LeaveGroupRequest::default()
-                .with_group_id(group("mutation-group"))
+                .with_group_id(gid("mutation-group"))
                 .with_members(vec![leave_group_request::MemberIdentity::default()
                     .with_member_id(s("member-1"))
                     .with_reason(Some(s("mutation")))]),
@@ -311,7 +303,7 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
         seed(
             ApiKey::OffsetCommit,
             OffsetCommitRequest::default()
-                .with_group_id(group("mutation-group"))
+                .with_group_id(gid("mutation-group"))
                 .with_generation_id_or_member_epoch(-1)
                 .with_retention_time_ms(-1)
                 .with_topics(vec![
@@ -329,7 +321,7 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
         seed(
             ApiKey::OffsetFetch,
             OffsetFetchRequest::default()
-                .with_group_id(group("mutation-group"))
+                .with_group_id(gid("mutation-group"))
                 .with_topics(Some(vec![
                     offset_fetch_request::OffsetFetchRequestTopic::default()
                         .with_name(topic(USED))
@@ -340,7 +332,7 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
             ApiKey::OffsetFetch,
             OffsetFetchRequest::default().with_groups(vec![
                 offset_fetch_request::OffsetFetchRequestGroup::default()
-                    .with_group_id(group("mutation-group"))
+                    .with_group_id(gid("mutation-group"))
                     .with_topics(Some(vec![
                         offset_fetch_request::OffsetFetchRequestTopics::default()
                             .with_name(topic(USED))
@@ -358,16 +350,16 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
         ),
         seed(
             ApiKey::DescribeGroups,
-            DescribeGroupsRequest::default().with_groups(vec![group("mutation-group")]),
+            DescribeGroupsRequest::default().with_groups(vec![gid("mutation-group")]),
         ),
         seed(
             ApiKey::DeleteGroups,
-            DeleteGroupsRequest::default().with_groups_names(vec![group("mutation-other")]),
+            DeleteGroupsRequest::default().with_groups_names(vec![gid("mutation-other")]),
         ),
         seed(
             ApiKey::OffsetDelete,
             OffsetDeleteRequest::default()
-                .with_group_id(group("mutation-group"))
+                .with_group_id(gid("mutation-group"))
                 .with_topics(vec![
                     offset_delete_request::OffsetDeleteRequestTopic::default()
                         .with_name(topic(USED))
@@ -380,7 +372,7 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
         seed(
             ApiKey::ConsumerGroupHeartbeat,
             ConsumerGroupHeartbeatRequest::default()
-                .with_group_id(group("mutation-next"))
+                .with_group_id(gid("mutation-next"))
                 .with_member_id(s("4Qd1b7dKTuWxfRYOBkFwbA"))
                 .with_member_epoch(0)
                 .with_rebalance_timeout_ms(1000)
@@ -389,7 +381,7 @@ fn seeds(used_id: Uuid) -> Vec<(ApiKey, Encode)> {
         ),
         seed(
             ApiKey::ConsumerGroupDescribe,
-            ConsumerGroupDescribeRequest::default().with_group_ids(vec![group("mutation-next")]),
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("mutation-next")]),
         ),
     ]
 }

@@ -15,7 +15,15 @@ use crate::common::*;
 use crate::wire::Wire;
 
 pub fn topic(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
+    TopicName(s(name))
+}
+
+pub fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+pub fn gid(text: &str) -> GroupId {
+    GroupId(s(text))
 }
 
 /// A batch of one record with `value`.
